@@ -1,0 +1,16 @@
+"""Model families by name."""
+
+from mrigen.errors import UserError
+from mrigen.models import dcgan
+from mrigen.models.base import Architecture, Stage
+
+ARCHITECTURES = {
+    "dcgan": dcgan.build,
+}
+
+
+def build(config) -> Architecture:
+    """The architecture named by `config.model`, configured from `config`."""
+    if config.model not in ARCHITECTURES:
+        raise UserError(f"model: unknown model {config.model!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[config.model](config)

@@ -1,0 +1,95 @@
+"""DCGAN (SPEC section 2; the paper's Tables 1-2 and dcgan3.py).
+
+The layer sequence is the paper's at every resolution: the generator starts
+from a (resolution / 32)-pixel square instead of 8 pixels, so 256 px gives the
+paper's 8x8 start and 32 px (tests) starts at 1x1. `width` multiplies every
+channel count (1.0 is the paper's model).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mrigen.models import base
+from mrigen.models.layers import minibatch_stddev
+
+# (channels, stride) of the generator's transposed convolutions after the dense layer.
+GENERATOR_LAYERS = ((256, 2), (256, 1), (256, 2), (256, 1), (256, 2), (256, 1), (128, 2), (64, 2))
+DISCRIMINATOR_CHANNELS = (64, 128, 256, 512, 1024)
+DOWNSCALE = 32  # 2 ** (number of stride-2 layers)
+
+_weight_init = nn.initializers.normal(stddev=0.02)
+
+
+def _batch_norm(train: bool, dtype) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
+
+
+class Generator(nn.Module):
+    """z [N, latent_dim] in U(-1, 1) -> images [N, R, R, 1] in [-1, 1]."""
+
+    resolution: int
+    width: float = 1.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z, alpha=1.0, train: bool = True):
+        del alpha  # One stage only.
+        ch = lambda c: base.scaled(c, self.width)
+        start = self.resolution // DOWNSCALE
+        x = nn.Dense(start * start * ch(256), kernel_init=_weight_init, dtype=self.dtype)(z)
+        x = nn.relu(_batch_norm(train, self.dtype)(x))
+        x = x.reshape(z.shape[0], start, start, ch(256))
+        for channels, stride in GENERATOR_LAYERS:
+            x = nn.ConvTranspose(ch(channels), (5, 5), strides=(stride, stride), padding="SAME",
+                                 kernel_init=_weight_init, dtype=self.dtype)(x)
+            x = nn.relu(_batch_norm(train, self.dtype)(x))
+        x = nn.ConvTranspose(1, (5, 5), padding="SAME", kernel_init=_weight_init, dtype=self.dtype)(x)
+        return jnp.tanh(x.astype(jnp.float32))
+
+
+class Discriminator(nn.Module):
+    """images [N, R, R, 1] -> logits [N] float32."""
+
+    resolution: int
+    width: float = 1.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, alpha=1.0, train: bool = True):
+        del alpha
+        ch = lambda c: base.scaled(c, self.width)
+        x = x.astype(self.dtype)
+        for i, channels in enumerate(DISCRIMINATOR_CHANNELS):
+            x = nn.Conv(ch(channels), (5, 5), strides=(2, 2), padding="SAME",
+                        kernel_init=_weight_init, dtype=self.dtype)(x)
+            if i > 0:
+                x = _batch_norm(train, self.dtype)(x)
+            x = nn.leaky_relu(x, 0.2)
+        x = minibatch_stddev(x)
+        x = x.reshape(x.shape[0], -1)
+        x = nn.leaky_relu(nn.Dense(ch(1024) + 1, kernel_init=_weight_init, dtype=self.dtype)(x), 0.2)
+        x = nn.Dense(1, kernel_init=_weight_init, dtype=self.dtype)(x)
+        return x[:, 0].astype(jnp.float32)
+
+
+def uniform_latent(key: jax.Array, n: int, latent_dim: int) -> jax.Array:
+    """z ~ U(-1, 1): [n, latent_dim] float32."""
+    return jax.random.uniform(key, (n, latent_dim), minval=-1.0, maxval=1.0)
+
+
+def build(config) -> base.Architecture:
+    resolution = config.data.resolution
+    if resolution < DOWNSCALE or resolution % DOWNSCALE:
+        raise base.bad_resolution("dcgan", resolution, f"a multiple of {DOWNSCALE}")
+    dtype = base.compute_dtype(config)
+    width = config.arch.width
+    return base.SingleStage(
+        name="dcgan",
+        resolution=resolution,
+        latent_dim=config.arch.latent_dim,
+        epochs=config.train.epochs,
+        make_generator=lambda: Generator(resolution, width, dtype),
+        make_discriminator=lambda: Discriminator(resolution, width, dtype),
+        latent_fn=uniform_latent,
+    )

@@ -1,0 +1,110 @@
+"""Generating images from a trained generator, from Python or the command line.
+
+    sampler = mrigen.sampling.load_sampler("workdirs/dcgan")
+    images = sampler(jax.random.PRNGKey(0), 16)   # [16, R, R, 1] float32 in [-1, 1]
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mrigen import checkpoint, images, models, run_config
+from mrigen.errors import UserError
+from mrigen.models.base import Architecture, Stage
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def generate(generator, g_vars, z, alpha) -> jax.Array:
+    """G(z) in inference mode (batch-norm running averages): [N, R, R, 1] in [-1, 1]."""
+    return generator.apply(g_vars, z, alpha, train=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """A trained generator, ready to sample.
+
+    Calling it with (key, n) returns [n, R, R, 1] float32 in [-1, 1]; the
+    function is jitted (one compile per n).
+    resolution: R, the side length of the images of the checkpoint's stage.
+    step: the training step of the checkpoint.
+    """
+
+    arch: Architecture
+    stage: Stage
+    g_vars: dict
+    alpha: float
+    step: int
+
+    @property
+    def resolution(self) -> int:
+        return self.stage.resolution
+
+    def latents(self, key: jax.Array, n: int) -> jax.Array:
+        return self.arch.sample_latent(key, n)
+
+    def from_latents(self, z: jax.Array) -> jax.Array:
+        """[n, latent_dim] -> [n, R, R, 1] float32 in [-1, 1]."""
+        return generate(self.arch.generator(self.stage), self.g_vars, z, self.alpha)
+
+    def __call__(self, key: jax.Array, n: int) -> jax.Array:
+        return _sample(self.arch.generator(self.stage), self.arch.sample_latent, n,
+                       self.g_vars, key, self.alpha)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample(generator, latent_fn: Callable, n: int, g_vars, key, alpha):
+    return generator.apply(g_vars, latent_fn(key, n), alpha, train=False)
+
+
+def load_sampler(workdir: str) -> Sampler:
+    """The generator of the latest checkpoint in `workdir`, at the stage it reached."""
+    from mrigen import state as state_lib
+
+    config = run_config.load(workdir)
+    arch = models.build(config)
+    ckpt = checkpoint.Checkpointer(workdir)
+    try:
+        if ckpt.latest_step() is None:
+            raise UserError(f"workdir: {workdir} holds no checkpoint; train first")
+        state = state_lib.restore_or_init(ckpt, arch, state_lib.create_optimizer(config.train), config)
+    finally:
+        ckpt.close()
+    stage = arch.stages[int(state["stage"])]
+    return Sampler(arch=arch, stage=stage, g_vars=state["g"], alpha=float(state["alpha"]),
+                   step=int(state["step"]))
+
+
+def interpolation(sampler: Sampler, key: jax.Array, rows: int, steps: int) -> np.ndarray:
+    """Images along straight lines between pairs of random latents.
+
+    Returns [rows * steps, R, R, 1]: row i walks from one latent to another in
+    `steps` equal steps (the paper's memorization check: a smooth walk means
+    the generator does not just recall training images).
+    """
+    key_a, key_b = jax.random.split(key)
+    start, end = sampler.latents(key_a, rows), sampler.latents(key_b, rows)
+    t = jnp.linspace(0.0, 1.0, steps)[None, :, None]
+    z = (start[:, None, :] * (1.0 - t) + end[:, None, :] * t).reshape(rows * steps, -1)
+    return np.asarray(sampler.from_latents(z))
+
+
+def write_samples(sampler: Sampler, key: jax.Array, count: int, folder: str,
+                  overwrite: bool = False, batch_size: int = 64) -> list[str]:
+    """Writes `count` generated images as sample_000000.png ... into `folder`."""
+    if os.path.isdir(folder) and not overwrite and any(n.lower().endswith(".png") for n in os.listdir(folder)):
+        raise UserError(f"--out: {folder} already holds PNG images; pass --overwrite to replace them")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        batch = np.asarray(sampler(jax.random.fold_in(key, start), batch_size))[:n]
+        for i, image in enumerate(images.grid(batch[j:j + 1], 1, 0) for j in range(n)):
+            path = os.path.join(folder, f"sample_{start + i:06d}.png")
+            images.save_png(image, path)
+            paths.append(path)
+    return paths

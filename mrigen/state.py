@@ -1,0 +1,106 @@
+"""The training state: one pytree holding everything a run needs to continue.
+
+The state is a plain dict:
+  g, d:          the networks' variables ({'params': ..., 'batch_stats': ...})
+  g_opt, d_opt:  optimizer states
+  step:          iterations done (one D update + r G updates each)
+  images_seen:   real images shown to D so far
+  stage, alpha:  ProGAN's growth stage and fade-in blend (0 and 1 elsewhere)
+  rng:           the run's base PRNG key; per-step keys fold the step into it
+Checkpoints hold exactly this tree, so a resumed run continues bit for bit.
+"""
+
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mrigen import checkpoint
+from mrigen.errors import UserError
+from mrigen.models.base import Architecture, Stage
+
+State = dict
+
+
+def create_optimizer(train_config) -> optax.GradientTransformation:
+    """Adam as in the paper (TensorFlow's b2 = 0.999, eps = 1e-8)."""
+    return optax.adam(train_config.learning_rate, b1=train_config.b1, b2=train_config.b2, eps=1e-8)
+
+
+def init_variables(module, key: jax.Array, example: jax.Array) -> dict:
+    """The module's variables for inputs shaped like `example` (alpha 1, train mode)."""
+    return dict(module.init(key, example, 1.0, train=True))
+
+
+def initial_state(arch: Architecture, stage: Stage, optimizer, seed: int, batch_size: int) -> State:
+    """A fresh state for `stage`: new weights from `seed`, step 0."""
+    key_g, key_d, key_run = jax.random.split(jax.random.PRNGKey(seed), 3)
+    group = min(4, batch_size)  # D's minibatch layer needs a whole group.
+    z = jnp.zeros((group, arch.latent_dim), jnp.float32)
+    x = jnp.zeros((group, stage.resolution, stage.resolution, 1), jnp.float32)
+    g = init_variables(arch.generator(stage), key_g, z)
+    d = init_variables(arch.discriminator(stage), key_d, x)
+    return {
+        "g": g,
+        "d": d,
+        "g_opt": optimizer.init(g["params"]),
+        "d_opt": optimizer.init(d["params"]),
+        "step": jnp.int32(0),
+        "images_seen": jnp.int32(0),
+        "stage": jnp.int32(stage.index),
+        "alpha": jnp.float32(0.0 if stage.fade_in else 1.0),
+        "rng": key_run,
+    }
+
+
+def carry_over(fresh: Any, previous: Any) -> Any:
+    """`fresh` with every leaf whose path also exists in `previous` taken from `previous`.
+
+    Used when ProGAN grows: new blocks keep their fresh weights, existing
+    blocks carry over unchanged.
+    """
+    old = {jax.tree_util.keystr(path): leaf
+           for path, leaf in jax.tree_util.tree_flatten_with_path(previous)[0]}
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: old.get(jax.tree_util.keystr(path), leaf), fresh)
+
+
+def grow_state(state: State, arch: Architecture, stage: Stage, optimizer, config) -> State:
+    """The state moved into `stage`: new keys added, existing weights unchanged."""
+    fresh = initial_state(arch, stage, optimizer, config.seed, config.train.batch_size)
+    grown = dict(state)
+    grown["g"] = carry_over(fresh["g"], state["g"])
+    grown["d"] = carry_over(fresh["d"], state["d"])
+    if config.train.reset_optimizer_per_stage:
+        grown["g_opt"], grown["d_opt"] = fresh["g_opt"], fresh["d_opt"]
+    else:
+        grown["g_opt"] = carry_over(fresh["g_opt"], state["g_opt"])
+        grown["d_opt"] = carry_over(fresh["d_opt"], state["d_opt"])
+    grown["stage"], grown["alpha"] = fresh["stage"], fresh["alpha"]
+    return grown
+
+
+def restore_or_init(ckpt: checkpoint.Checkpointer, arch: Architecture, optimizer, config) -> State:
+    """The latest checkpoint's state if there is one, else a fresh state."""
+    first = arch.stages[0]
+    latest = ckpt.latest_step()
+    if latest is None:
+        return initial_state(arch, first, optimizer, config.seed, config.train.batch_size)
+    meta = ckpt.read_meta(latest)
+    stage_index = int(meta.get("stage", 0))
+    if not 0 <= stage_index < len(arch.stages):
+        raise UserError(f"{ckpt.directory}: checkpoint {latest} is at stage {stage_index}, "
+                        f"which this model does not have")
+    stage = arch.stages[stage_index]
+    target = jax.eval_shape(lambda: initial_state(arch, stage, optimizer, config.seed,
+                                                  config.train.batch_size))
+    logging.info("Resuming from %s, step %d (stage %d)", ckpt.directory, latest, stage_index)
+    return ckpt.restore(latest, target)
+
+
+def checkpoint_meta(state: State, arch: Architecture) -> dict:
+    stage = arch.stages[int(state["stage"])]
+    return {"step": int(state["step"]), "images_seen": int(state["images_seen"]),
+            "stage": stage.index, "resolution": stage.resolution, "model": arch.name}
