@@ -176,6 +176,8 @@ def find_files(root: str, include_segmentation: bool) -> tuple[list[str], list[s
             lower = name.lower()
             if lower.endswith(PNG_SUFFIXES):
                 pngs.append(path)
+            elif lower.endswith(".hdr") and not os.path.exists(path[:-4] + ".img"):
+                raise UserError(f"{path}: Analyze header without its image file {name[:-4]}.img")
             elif lower.endswith(VOLUME_SUFFIXES):
                 volumes.append(path)
             elif lower.endswith(".img") and not os.path.exists(path[:-4] + ".hdr"):
@@ -217,8 +219,12 @@ def fingerprint(parts: Sequence) -> str:
 
 
 def _file_stamp(path: str) -> list:
-    stat = os.stat(path)
-    return [path, stat.st_size, stat.st_mtime_ns]
+    """Path, size and modification time; an Analyze header stamps its image file too."""
+    paths = [path, path[:-4] + ".img"] if path.lower().endswith(".hdr") else [path]
+    try:
+        return [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+    except OSError as e:
+        raise UserError(f"{e.filename}: cannot read ({e.strerror})") from None
 
 
 # ---------------------------------------------------------------- loading
