@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from mrigen.models import base
-from mrigen.models.layers import minibatch_stddev
+from mrigen.models.layers import ConvTranspose, default_subpixel, minibatch_stddev
 
 # (channels, stride) of the generator's transposed convolutions after the dense layer.
 GENERATOR_LAYERS = ((256, 2), (256, 1), (256, 2), (256, 1), (256, 2), (256, 1), (128, 2), (64, 2))
@@ -31,6 +31,7 @@ class Generator(nn.Module):
     resolution: int
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
+    subpixel: bool = True  # How transposed convolutions are computed (same result).
 
     @nn.compact
     def __call__(self, z, alpha=1.0, train: bool = True):
@@ -41,10 +42,9 @@ class Generator(nn.Module):
         x = nn.relu(_batch_norm(train, self.dtype)(x))
         x = x.reshape(z.shape[0], start, start, ch(256))
         for channels, stride in GENERATOR_LAYERS:
-            x = nn.ConvTranspose(ch(channels), (5, 5), strides=(stride, stride), padding="SAME",
-                                 kernel_init=_weight_init, dtype=self.dtype)(x)
+            x = ConvTranspose(ch(channels), 5, stride, _weight_init, self.dtype, self.subpixel)(x)
             x = nn.relu(_batch_norm(train, self.dtype)(x))
-        x = nn.ConvTranspose(1, (5, 5), padding="SAME", kernel_init=_weight_init, dtype=self.dtype)(x)
+        x = ConvTranspose(1, 5, 1, _weight_init, self.dtype, self.subpixel)(x)
         return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -89,7 +89,7 @@ def build(config) -> base.Architecture:
         resolution=resolution,
         latent_dim=config.arch.latent_dim,
         epochs=config.train.epochs,
-        make_generator=lambda: Generator(resolution, width, dtype),
+        make_generator=lambda: Generator(resolution, width, dtype, default_subpixel()),
         make_discriminator=lambda: Discriminator(resolution, width, dtype),
         latent_fn=uniform_latent,
     )
