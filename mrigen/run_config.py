@@ -2,6 +2,7 @@
 
 import json
 import os
+from typing import Optional
 
 import ml_collections
 
@@ -103,3 +104,15 @@ def prepare_workdir(workdir: str, config) -> None:
     with open(temporary, "w") as f:
         f.write(to_json(config))
     os.replace(temporary, path)
+
+
+def from_file(path: str, variant: Optional[str] = None) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of a config file such as configs/dcgan.py."""
+    import importlib.util
+
+    if not os.path.isfile(path):
+        raise UserError(f"config: {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"mrigen_config_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)

@@ -31,7 +31,7 @@ def create_optimizer(train_config) -> optax.GradientTransformation:
 
 def init_variables(module, key: jax.Array, example: jax.Array) -> dict:
     """The module's variables for inputs shaped like `example` (alpha 1, train mode)."""
-    return dict(module.init(key, example, 1.0, train=True))
+    return dict(jax.jit(lambda k, x: module.init(k, x, 1.0, train=True))(key, example))
 
 
 def initial_state(arch: Architecture, stage: Stage, optimizer, seed: int, batch_size: int) -> State:

@@ -1,11 +1,13 @@
 """Model families by name."""
 
 from mrigen.errors import UserError
-from mrigen.models import dcgan
+from mrigen.models import dcgan, progan, srresnet
 from mrigen.models.base import Architecture, Stage
 
 ARCHITECTURES = {
     "dcgan": dcgan.build,
+    "srresnet": srresnet.build,
+    "progan": progan.build,
 }
 
 

@@ -19,6 +19,8 @@ DISCRIMINATOR_CHANNELS = (64, 128, 256, 512, 1024)
 DOWNSCALE = 32  # 2 ** (number of stride-2 layers)
 
 _weight_init = nn.initializers.normal(stddev=0.02)
+# Layers followed by batch norm have no bias: BN's shift makes it redundant, and
+# its gradient is exactly zero, which Adam would turn into rounding noise.
 
 
 def _batch_norm(train: bool, dtype) -> nn.BatchNorm:
@@ -38,11 +40,12 @@ class Generator(nn.Module):
         del alpha  # One stage only.
         ch = lambda c: base.scaled(c, self.width)
         start = self.resolution // DOWNSCALE
-        x = nn.Dense(start * start * ch(256), kernel_init=_weight_init, dtype=self.dtype)(z)
+        x = nn.Dense(start * start * ch(256), use_bias=False, kernel_init=_weight_init, dtype=self.dtype)(z)
         x = nn.relu(_batch_norm(train, self.dtype)(x))
         x = x.reshape(z.shape[0], start, start, ch(256))
         for channels, stride in GENERATOR_LAYERS:
-            x = ConvTranspose(ch(channels), 5, stride, _weight_init, self.dtype, self.subpixel)(x)
+            x = ConvTranspose(ch(channels), 5, stride, _weight_init, self.dtype, self.subpixel,
+                              use_bias=False)(x)
             x = nn.relu(_batch_norm(train, self.dtype)(x))
         x = ConvTranspose(1, 5, 1, _weight_init, self.dtype, self.subpixel)(x)
         return jnp.tanh(x.astype(jnp.float32))
@@ -61,7 +64,7 @@ class Discriminator(nn.Module):
         ch = lambda c: base.scaled(c, self.width)
         x = x.astype(self.dtype)
         for i, channels in enumerate(DISCRIMINATOR_CHANNELS):
-            x = nn.Conv(ch(channels), (5, 5), strides=(2, 2), padding="SAME",
+            x = nn.Conv(ch(channels), (5, 5), strides=(2, 2), padding="SAME", use_bias=i == 0,
                         kernel_init=_weight_init, dtype=self.dtype)(x)
             if i > 0:
                 x = _batch_norm(train, self.dtype)(x)

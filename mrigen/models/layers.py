@@ -79,19 +79,21 @@ class ConvTranspose(nn.Module):
     kernel_init: Callable = nn.initializers.lecun_normal()
     dtype: jnp.dtype = jnp.float32
     subpixel: bool = True
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
         kernel = self.param("kernel", self.kernel_init,
                             (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if self.subpixel:
             y = conv_transpose_subpixel(x, kernel, self.stride)
         else:
             y = jax.lax.conv_transpose(x, kernel, (self.stride, self.stride), "SAME",
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + bias.astype(self.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return y
 
 
 def default_subpixel() -> bool:

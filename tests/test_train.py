@@ -1,0 +1,158 @@
+"""The training step, data parallelism, exact resume, and the sampling API."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import smoke_config
+from mrigen import data, losses, models, parallel, sampling, state as state_lib, train
+
+
+def tree_allclose(a, b, rtol, atol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def tree_equal(a, b):
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def run_steps(config, mesh, dataset_u8, num_steps):
+    arch = models.build(config)
+    optimizer = state_lib.create_optimizer(config.train)
+    stage = arch.stages[0]
+    step_fn = train.make_train_step(arch, stage, 0, 100, losses.get(config.loss), optimizer,
+                                    config.train, len(dataset_u8), mesh)
+    replicated = parallel.replicated(mesh)
+    state = jax.device_put(state_lib.initial_state(arch, stage, optimizer, config.seed,
+                                                   config.train.batch_size), replicated)
+    images = jax.device_put(dataset_u8, replicated)
+    history = []
+    for _ in range(num_steps):
+        state, metrics = step_fn(state, images)
+        history.append(jax.device_get(metrics))
+    return jax.device_get(state), history
+
+
+@pytest.fixture(scope="module")
+def mni32(shared_cache_dir):
+    return data.load_dataset("", 32, cache_dir=shared_cache_dir).images
+
+
+def test_four_devices_give_the_same_steps_as_one(mni32):
+    assert jax.device_count() == 4
+    config = smoke_config()
+    one, history_one = run_steps(config, parallel.data_mesh(jax.devices()[:1]), mni32, 2)
+    four, history_four = run_steps(config, parallel.data_mesh(), mni32, 2)
+    assert int(four["step"]) == 2 and int(four["images_seen"]) == 2 * config.train.batch_size
+    for a, b in zip(history_one, history_four):
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
+    # Batch-norm running statistics are means over the global batch.
+    tree_allclose(one["g"]["batch_stats"], four["g"]["batch_stats"], rtol=1e-4, atol=1e-6)
+    tree_allclose(one["d"]["batch_stats"], four["d"]["batch_stats"], rtol=1e-4, atol=1e-6)
+    tree_allclose(one["g"]["params"], four["g"]["params"], rtol=1e-4, atol=1e-6)
+    tree_allclose(one["d"]["params"], four["d"]["params"], rtol=1e-4, atol=1e-6)
+    # The step changed the weights (the comparison above is not between two untouched trees).
+    arch = models.build(config)
+    fresh = state_lib.initial_state(arch, arch.stages[0], state_lib.create_optimizer(config.train),
+                                    config.seed, config.train.batch_size)
+    assert not tree_equal(fresh["g"]["params"], four["g"]["params"])
+    assert not tree_equal(fresh["d"]["params"], four["d"]["params"])
+
+
+def test_wgan_keeps_critic_weights_clipped(mni32):
+    config = smoke_config(loss="wgan")
+    final, history = run_steps(config, parallel.data_mesh(), mni32, 1)
+    leaves = jax.tree.leaves(final["d"]["params"])
+    assert max(float(np.abs(leaf).max()) for leaf in leaves) <= config.train.clip_value + 1e-7
+    assert "penalty" not in history[0]
+
+
+def test_state_carries_everything_needed_to_resume(mni32):
+    config = smoke_config()
+    final, _ = run_steps(config, parallel.data_mesh(), mni32, 1)
+    assert set(final) == {"g", "d", "g_opt", "d_opt", "step", "images_seen", "stage", "alpha", "rng"}
+    assert "batch_stats" in final["g"] and "batch_stats" in final["d"]
+
+
+def test_carry_over_keeps_old_leaves_and_adds_new_ones():
+    fresh = {"b4": {"w": jnp.zeros(2)}, "b8": {"w": jnp.ones(3)}}
+    previous = {"b4": {"w": jnp.full(2, 7.0)}, "gone": jnp.zeros(1)}
+    merged = state_lib.carry_over(fresh, previous)
+    np.testing.assert_array_equal(merged["b4"]["w"], 7.0)
+    np.testing.assert_array_equal(merged["b8"]["w"], 1.0)
+    assert set(merged) == {"b4", "b8"}
+
+
+def test_schedule_turns_epochs_into_steps():
+    config = smoke_config(train__epochs=2.0)
+    phases = train.schedule(models.build(config), num_images=100, batch_size=8)
+    assert [(p.start, p.steps) for p in phases] == [(0, 25)]
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory, shared_cache_dir):
+    """A smoke run of 4 steps, checkpointed every 2 steps."""
+    workdir = str(tmp_path_factory.mktemp("run") / "dcgan")
+    config = smoke_config(data__cache_dir=shared_cache_dir, train__epochs=4 * 8 / 137)
+    final = train.train(config, workdir)
+    return workdir, config, jax.device_get(final)
+
+
+def test_training_writes_stats_samples_reals_config_and_checkpoints(trained_workdir):
+    workdir, config, final = trained_workdir
+    assert int(final["step"]) == 4
+    with open(os.path.join(workdir, "stats.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert {"images_seen", "img_per_sec", "d_loss", "g_loss", "penalty"} <= set(records[-1])
+    assert records[-1]["images_seen"] == 4 * config.train.batch_size
+    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == [
+        "step_00000002.png", "step_00000004.png"]
+    assert os.path.exists(os.path.join(workdir, "reals.png"))
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["loss"] == "dragan"
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+
+
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, trained_workdir, shared_cache_dir):
+    _, _, uninterrupted = trained_workdir
+    workdir = str(tmp_path / "resumed")
+    half = smoke_config(data__cache_dir=shared_cache_dir, train__epochs=2 * 8 / 137)
+    assert int(train.train(half, workdir)["step"]) == 2
+    full = smoke_config(data__cache_dir=shared_cache_dir, train__epochs=4 * 8 / 137)
+    resumed = jax.device_get(train.train(full, workdir))
+    assert int(resumed["step"]) == 4 and int(resumed["images_seen"]) == int(uninterrupted["images_seen"])
+    assert tree_equal(resumed, uninterrupted)
+    with open(os.path.join(workdir, "stats.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4]
+
+
+def test_sampler_loads_the_generator_and_is_deterministic(trained_workdir):
+    workdir, config, final = trained_workdir
+    sampler = sampling.load_sampler(workdir)
+    assert sampler.step == 4 and sampler.resolution == 32
+    images = sampler(jax.random.PRNGKey(0), 5)
+    assert images.shape == (5, 32, 32, 1) and images.dtype == jnp.float32
+    assert float(jnp.min(images)) >= -1.0 and float(jnp.max(images)) <= 1.0
+    np.testing.assert_array_equal(images, sampler(jax.random.PRNGKey(0), 5))
+    assert not np.array_equal(images, sampler(jax.random.PRNGKey(1), 5))
+    # The sampler uses the checkpoint's generator: same latents, same images as the final state.
+    z = sampler.latents(jax.random.PRNGKey(3), 4)
+    arch = models.build(config)
+    expected = sampling.generate(arch.generator(arch.stages[0]), final["g"], z, 1.0)
+    np.testing.assert_allclose(sampler.from_latents(z), expected, atol=1e-6)
+
+
+def test_interpolation_walks_straight_between_latents(trained_workdir):
+    sampler = sampling.load_sampler(trained_workdir[0])
+    walk = sampling.interpolation(sampler, jax.random.PRNGKey(0), rows=2, steps=5)
+    assert walk.shape == (10, 32, 32, 1)
+    key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
+    np.testing.assert_allclose(walk[0], sampler.from_latents(sampler.latents(key_a, 2))[0], atol=1e-5)
+    np.testing.assert_allclose(walk[4], sampler.from_latents(sampler.latents(key_b, 2))[0], atol=1e-5)
