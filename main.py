@@ -43,8 +43,10 @@ def parse_flags(argv):
     try:
         return FLAGS(argv)
     except (flags.Error, KeyError, ValueError, AttributeError, TypeError, OSError) as e:
-        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
-              file=sys.stderr)
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        # A config file that raised: ml_collections embeds its traceback; keep the exception line.
+        message = f"{lines[0]} {lines[-1]}" if "Traceback (most recent call last):" in lines else lines[0]
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
