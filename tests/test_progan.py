@@ -86,6 +86,10 @@ def test_the_final_resolution_sets_the_number_of_stages():
     config.data.resolution = 512
     with pytest.raises(Exception, match="data.resolution: progan cannot make 512x512"):
         models.build(config)
+    config.data.resolution = 16
+    config.train.epochs_per_stage = 0.0
+    with pytest.raises(Exception, match="epochs_per_stage: 0.0 must be positive"):
+        models.build(config)
 
 
 # ---------------------------------------------------------------- shapes

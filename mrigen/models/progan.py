@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mrigen.errors import UserError
 from mrigen.models import base
 from mrigen.models.layers import minibatch_stddev
 
@@ -252,6 +253,8 @@ def build(config) -> base.Architecture:
     resolution = config.data.resolution
     if not 4 <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
         raise base.bad_resolution("progan", resolution, f"a power of two from 4 to {MAX_RESOLUTION}")
+    if not config.train.epochs_per_stage > 0:
+        raise UserError(f"config.train.epochs_per_stage: {config.train.epochs_per_stage!r} must be positive")
     return ProGAN(
         name="progan",
         resolution=resolution,
