@@ -1,0 +1,94 @@
+"""Small helpers shared by the metric modules: image conversion, chunking, PNGs."""
+
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+
+def as_float_images(images) -> np.ndarray:
+    """Returns images as [N, H, W] float32 in [-1, 1].
+
+    Accepts [N, H, W, 1] or [N, H, W]; float input is taken as already in
+    [-1, 1] (no copy when it is float32), uint8 is mapped by x / 127.5 - 1.
+    """
+    x = np.asarray(images)
+    if x.ndim == 4:
+        if x.shape[-1] != 1:
+            raise ValueError(f'expected one channel, got shape {x.shape}')
+        x = x[..., 0]
+    if x.ndim != 3:
+        raise ValueError(f'expected [N, H, W, 1] or [N, H, W], got shape {x.shape}')
+    if x.dtype == np.uint8:
+        y = x.astype(np.float32)
+        y /= np.float32(127.5)
+        y -= np.float32(1.0)
+        return y
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f'expected float or uint8 images, got {x.dtype}')
+    return np.asarray(x, dtype=np.float32)
+
+
+def flat(images) -> np.ndarray:
+    """[N, H, W(, 1)] images -> [N, D] float32 rows (a view when possible)."""
+    x = as_float_images(images)
+    return x.reshape(x.shape[0], -1)
+
+
+def chunks(n: int, size: int):
+    """Yields (start, stop) covering range(n) in steps of `size`."""
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def subsample(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of min(k, n) distinct items of range(n); all of them if k is None."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def separable(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """rows @ x[i] @ cols.T for every image of x [N, h, w]: [N, h', w'], as two large products."""
+    n, h, w = x.shape
+    y = (x.reshape(n * h, w) @ cols.T).reshape(n, h, cols.shape[0])
+    return np.ascontiguousarray(np.moveaxis(np.tensordot(rows, y, axes=(1, 1)), 0, 1))
+
+
+def to_uint8(images) -> np.ndarray:
+    """[N, H, W(, 1)] in [-1, 1] -> [N, H, W] uint8 (x + 1) * 127.5, rounded."""
+    x = as_float_images(images)
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def save_grid_png(rows, path, pad: int = 2) -> None:
+    """Writes a grid PNG: rows is a list of [n, H, W(, 1)] image sets in [-1, 1].
+
+    Every row holds its images left to right, separated by `pad` white pixels.
+    Written atomically (temporary file, then os.replace).
+    """
+    rows = [to_uint8(r) for r in rows]
+    h, w = rows[0].shape[1:]
+    ncol = max(len(r) for r in rows)
+    grid = np.full((len(rows) * (h + pad) - pad, ncol * (w + pad) - pad), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            grid[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = img
+    atomic_write(path, lambda f: Image.fromarray(grid).save(f, format='PNG'))
+
+
+def atomic_write(path, write) -> None:
+    """Calls write(file) on a temporary file next to `path`, then renames it onto `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
