@@ -23,7 +23,7 @@ def test_each_model_trains_with_each_loss(model, loss):
     dataset = rng.integers(0, 256, (16, config.data.resolution, config.data.resolution, 1), dtype=np.uint8)
     step_fn = train.make_train_step(arch, stage, 0, 4, losses.get(loss), optimizer, config.train,
                                     len(dataset), mesh)
-    start = state_lib.initial_state(arch, stage, optimizer, 0, config.train.batch_size)
+    start = jax.device_get(state_lib.initial_state(arch, stage, optimizer, 0, config.train.batch_size))
     state = jax.device_put(start, parallel.replicated(mesh))
     images = jax.device_put(dataset, parallel.replicated(mesh))
     for _ in range(2):
