@@ -2,6 +2,7 @@
 
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=sample --num_samples=100 --out=samples
+  python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=evaluate
 """
 
 import logging as std_logging
@@ -20,7 +21,9 @@ flags.DEFINE_enum("mode", "train", cli.MODES, "What to do with the run in --work
 flags.DEFINE_integer("num_samples", 64, "--mode=sample: how many images to write.")
 flags.DEFINE_string("out", None, "--mode=sample/interpolate: output folder (default: inside --workdir).")
 flags.DEFINE_bool("overwrite", False, "--mode=sample: replace PNG images already in --out.")
-flags.DEFINE_integer("sample_seed", 0, "--mode=sample/interpolate: seed of the latents.")
+flags.DEFINE_integer("sample_seed", 0, "--mode=sample/interpolate/evaluate: seed of the latents.")
+flags.DEFINE_integer("num_eval", 0, "--mode=evaluate: generated images (0: as many as the held-out real half).")
+flags.DEFINE_string("eval_images", None, "--mode=evaluate: a folder of images to evaluate instead of --workdir's model.")
 FLAGS = flags.FLAGS
 
 

@@ -5,10 +5,10 @@ import os
 
 import jax
 
-from mrigen import images, sampling, train
+from mrigen import evaluation, images, sampling, train
 from mrigen.errors import UserError
 
-MODES = ["train", "sample", "interpolate"]
+MODES = ["train", "sample", "interpolate", "evaluate"]
 
 
 def run(mode: str, config, workdir: str, flags) -> None:
@@ -34,3 +34,13 @@ def run(mode: str, config, workdir: str, flags) -> None:
         path = os.path.join(flags.out or workdir, f"interpolation_step{sampler.step}.png")
         images.save_grid(grid, path, columns=steps)
         print(f"wrote {path}: 8 latent walks of {steps} images, {sampler.resolution}x{sampler.resolution}")
+    elif mode == "evaluate":
+        if flags.eval_images:
+            out = flags.out or os.path.join(workdir, "eval_" + os.path.basename(os.path.normpath(flags.eval_images)))
+            _, out = evaluation.evaluate_folder(config, flags.eval_images, out, flags.sample_seed)
+        else:
+            _, out = evaluation.evaluate_workdir(config, workdir, flags.out, flags.num_eval,
+                                                       flags.sample_seed)
+        with open(os.path.join(out, "report.md")) as f:
+            print(f.read())
+        print(f"wrote {out}/eval.json, report.md, real_vs_generated.png, closest_pairs.png")

@@ -1,0 +1,104 @@
+"""`--mode=evaluate`: the paper's realism and diversity measures for a run or a folder.
+
+The training data is split once, with a fixed seed, into two disjoint halves:
+the reference set (what generated images are compared with, and the
+"training data" row) and the held-out real set (the real-vs-real floor).
+Generated sets have the held-out set's size, so sigma and delta compare
+sets of equal N. The PCA basis is fitted on the whole training set and
+cached beside the decoded data.
+"""
+
+import logging
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+
+from mrigen import data, metrics, sampling
+from mrigen.errors import UserError
+from mrigen.metrics import memorization, pca, report
+
+SPLIT_SEED = 20020527  # Fixed: every evaluation of a dataset uses the same halves.
+
+
+def pca_basis(dataset: data.Dataset, cache_dir: str) -> pca.PCABasis:
+    """The 16-direction PCA basis of the whole dataset, cached as pca16_<key>.npz."""
+    path = os.path.join(os.path.expanduser(cache_dir), f"pca16_{dataset.cache_key}.npz") if cache_dir else ""
+    if path and os.path.exists(path):
+        try:
+            return pca.load_basis(path)
+        except (OSError, ValueError, KeyError):
+            logging.warning("%s: unreadable PCA basis, fitting it again", path)
+    basis = pca.fit_pca_basis(np.asarray(dataset.images, np.float32) / 127.5 - 1.0)
+    if path:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            pca.save_basis(basis, path)
+        except OSError as e:
+            logging.warning("could not cache the PCA basis in %s: %s", path, e)
+    return basis
+
+
+def split_halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of a dataset (reference, held-out), by a fixed permutation."""
+    if len(images) < 4:
+        raise UserError(f"data.path: {len(images)} images are too few to evaluate (need at least 4)")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
+    half = len(images) // 2
+    return images[np.sort(order[:half])], images[np.sort(order[half:2 * half])]
+
+
+def generate_images(sampler: sampling.Sampler, count: int, seed: int, batch_size: int = 64) -> np.ndarray:
+    """[count, R, R, 1] float32 in [-1, 1] from the sampler, in fixed-size batches."""
+    batches = [np.asarray(sampler(jax.random.fold_in(jax.random.PRNGKey(seed), i), batch_size))
+               for i in range(0, count, batch_size)]
+    return np.concatenate(batches)[:count]
+
+
+def evaluate(dataset: data.Dataset, generated: np.ndarray, out_dir: str, cache_dir: str,
+             seed: int = 0, label: str = "generated") -> dict:
+    """Every metric for `generated` ([N, R, R, 1] in [-1, 1]) against `dataset`; writes the report.
+
+    out_dir receives eval.json, report.md, real_vs_generated.png and
+    closest_pairs.png (each generated image beside its nearest training image).
+    """
+    if generated.shape[1:] != dataset.images.shape[1:]:
+        raise UserError(f"{label}: images are {generated.shape[1]}x{generated.shape[2]}, the training data "
+                        f"{dataset.resolution}x{dataset.resolution}")
+    reference_u8, holdout_u8 = split_halves(dataset.images)
+    reference = np.asarray(reference_u8, np.float32) / 127.5 - 1.0
+    holdout = np.asarray(holdout_u8, np.float32) / 127.5 - 1.0
+    results = metrics.evaluate_sets(reference, generated, holdout, basis=pca_basis(dataset, cache_dir),
+                                    rng_seed=seed)
+    results["source"] = {"training data": dataset.source, "generated": label,
+                         "split": f"{len(reference)} reference / {len(holdout)} held-out real images"}
+    report.write_report(results, out_dir)
+    report.save_side_by_side_png(reference, generated, os.path.join(out_dir, "real_vs_generated.png"))
+    pairs = {"closest_pairs": results["sets"]["generated"]["closest_pairs"]}
+    memorization.save_closest_pairs_png(generated, reference, pairs, os.path.join(out_dir, "closest_pairs.png"))
+    return results
+
+
+def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, seed: int) -> tuple[dict, str]:
+    """Evaluates the latest checkpoint in `workdir` against its training data."""
+    sampler = sampling.load_sampler(workdir)
+    dataset = _training_data(config, sampler.resolution)
+    count = count or len(dataset) // 2
+    out_dir = out_dir or os.path.join(workdir, f"eval_step{sampler.step}")
+    generated = generate_images(sampler, count, seed)
+    label = f"{config.model} + {config.loss}, step {sampler.step}"
+    return evaluate(dataset, generated, out_dir, config.data.cache_dir, seed, label), out_dir
+
+
+def evaluate_folder(config, images_path: str, out_dir: str, seed: int) -> tuple[dict, str]:
+    """Evaluates a folder of images made by any tool against the config's training data."""
+    dataset = _training_data(config, config.data.resolution)
+    generated_u8 = data.load_dataset(images_path, config.data.resolution, include_segmentation=True).images
+    generated = np.asarray(generated_u8, np.float32) / 127.5 - 1.0
+    return evaluate(dataset, generated, out_dir, config.data.cache_dir, seed, images_path), out_dir
+
+
+def _training_data(config, resolution: int) -> data.Dataset:
+    return data.load_dataset(config.data.path, resolution, config.data.include_segmentation,
+                             config.data.min_foreground, config.data.cache_dir)
