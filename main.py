@@ -11,7 +11,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mrigen import cli
+from mrigen import cli, distributed
 from mrigen.errors import UserError
 
 config_flags.DEFINE_config_file("config", "configs/dcgan.py", "Config file (file.py or file.py:variant).",
@@ -24,6 +24,10 @@ flags.DEFINE_bool("overwrite", False, "--mode=sample: replace PNG images already
 flags.DEFINE_integer("sample_seed", 0, "--mode=sample/interpolate/evaluate: seed of the latents.")
 flags.DEFINE_integer("num_eval", 0, "--mode=evaluate: generated images (0: as many as the held-out real half).")
 flags.DEFINE_string("eval_images", None, "--mode=evaluate: a folder of images to evaluate instead of --workdir's model.")
+flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process 0's coordinator.")
+flags.DEFINE_integer("num_processes", None, "Several processes: how many take part.")
+flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0 .. num_processes - 1.")
+flags.DEFINE_integer("distributed_timeout", 120, "Several processes: seconds to wait for the others.")
 FLAGS = flags.FLAGS
 
 
@@ -35,6 +39,8 @@ def main(argv):
     # the standard library, so this keeps mrigen's INFO lines and Orbax's warnings.
     std_logging.getLogger("absl").setLevel(std_logging.WARNING)
     try:
+        distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                               FLAGS.distributed_timeout)
         cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, FLAGS)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,83 @@
+"""Several processes (hosts) as one JAX runtime, through `jax.distributed`.
+
+A run is multi-process when main.py gets --coordinator_address,
+--num_processes and --process_id, or when a cluster launcher (SLURM, Open MPI,
+...) started several processes; otherwise nothing here happens and the run
+uses the local devices only. After `initialize`, `jax.devices()` lists the
+devices of every process, the training mesh spans all of them, and only
+process 0 writes logs, sample grids and reports.
+"""
+
+import os
+import socket
+import time
+from typing import Optional
+
+import jax
+
+from mrigen.errors import UserError
+
+# Launchers whose environment says how many processes were started.
+PROCESS_COUNT_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "JAX_NUM_PROCESSES")
+
+
+def launched_as_several_processes() -> bool:
+    """True when a cluster launcher's environment reports more than one process."""
+    for name in PROCESS_COUNT_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return True
+    return False
+
+
+def wait_for_coordinator(address: str, timeout_s: float) -> None:
+    """Polls a TCP connection to host:port until it opens; UserError after timeout_s.
+
+    jax.distributed aborts the whole process (no Python exception) when its
+    coordinator cannot be reached, so processes other than 0 check first.
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--coordinator_address: {address!r} is not host:port")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise UserError(f"--coordinator_address: {address} could not be reached within "
+                                f"{timeout_s:.0f} s ({e.strerror or e})") from None
+            time.sleep(0.5)
+
+
+def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+               process_id: Optional[int] = None, timeout_s: int = 120) -> bool:
+    """Joins the multi-process runtime if this is one of several processes.
+
+    Must run before anything touches a JAX device. Returns True when
+    jax.distributed was initialized.
+    """
+    explicit = {"--coordinator_address": coordinator_address, "--num_processes": num_processes,
+                "--process_id": process_id}
+    given = [name for name, value in explicit.items() if value is not None]
+    if given and len(given) < 3:
+        missing = sorted(set(explicit) - set(given))
+        raise UserError(f"{', '.join(missing)}: required with {', '.join(given)}")
+    if not given and not launched_as_several_processes():
+        return False
+    if given:
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise UserError(f"--process_id: {process_id} is not in [0, {num_processes})")
+        if process_id > 0:
+            wait_for_coordinator(coordinator_address, timeout_s)
+    # CPU backends need a collectives implementation to talk across processes.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=timeout_s)
+    return True
+
+
+def is_main_process() -> bool:
+    """Only process 0 writes files other than checkpoints."""
+    return jax.process_index() == 0
