@@ -1,10 +1,15 @@
 """Checkpoints of the whole training state with Orbax, plus a JSON record.
 
-Orbax writes each checkpoint to a temporary folder and renames it when it is
-complete, so a run killed mid-save leaves the previous checkpoint as latest.
+Orbax writes each checkpoint to a temporary folder (`<step>.orbax-checkpoint-tmp-*`)
+and renames it to `<step>` when it is complete, and only such complete folders
+are listed as checkpoints, so a run killed mid-save leaves the previous
+checkpoint as latest. Arrays are stored as Orbax/TensorStore data and the
+record as JSON: nothing is pickled.
 """
 
+import logging
 import os
+import sys
 from typing import Any, Optional
 
 import jax
@@ -20,11 +25,17 @@ class Checkpointer:
     meta: a small JSON dict (step, stage, model) readable without the state.
     """
 
-    def __init__(self, workdir: str, keep: int = 3):
+    def __init__(self, workdir: str, keep: int = 3, writer: bool = False):
+        """`writer`: the training process, which also removes the temporary folders
+        of saves cut short by a kill (a reader must not: a run may be saving)."""
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=ocp.checkpoint_managers.LatestN(n=keep), create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+            preservation_policy=ocp.checkpoint_managers.LatestN(n=keep), create=True,
+            cleanup_tmp_directories=writer)
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        except Exception as e:
+            raise UserError(f"{self.directory}: cannot open the checkpoints ({first_line(e)})") from None
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
@@ -37,7 +48,8 @@ class Checkpointer:
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         except Exception as e:
-            raise UserError(f"{self.directory}: checkpoint {step} is unreadable ({first_line(e)})") from None
+            _ignore_reads_into_closed_loop()
+            raise self._damaged(step, e) from None
         return dict(restored["meta"])
 
     def restore(self, step: int, target: Any) -> Any:
@@ -47,9 +59,16 @@ class Checkpointer:
             restored = self._manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract)))
         except Exception as e:
-            raise UserError(f"{self.directory}: checkpoint {step} does not match this model or is "
-                            f"damaged ({first_line(e)})") from None
+            _ignore_reads_into_closed_loop()
+            raise self._damaged(step, e) from None
         return restored["state"]
+
+    def _damaged(self, step: int, error: Exception) -> UserError:
+        path = os.path.join(self.directory, str(step))
+        detail = first_line(error, limit=160).split(" See full TensorStore details")[0]
+        return UserError(f"{path}: damaged, or not a checkpoint of this config ({detail}); "
+                         f"delete that folder to resume from the checkpoint before it, "
+                         f"or use a new --workdir")
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -58,3 +77,26 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
+
+
+def _ignore_reads_into_closed_loop() -> None:
+    """Silences the reports of reads that outlive a failed restore.
+
+    When one array of a damaged checkpoint fails, Orbax gives up on the others
+    and closes its event loop while TensorStore still reads them; each read then
+    reports a traceback ("Event loop is closed", "Task exception was never
+    retrieved") after the one-line error. Process-wide, since they come later.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "mrigen_filter", False):
+        return
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.mrigen_filter = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(
+        lambda record: "exception was never retrieved" not in record.getMessage())

@@ -1,6 +1,7 @@
 """Checking a config before anything runs, and recording it in the workdir."""
 
 import json
+import math
 import os
 from typing import Optional
 
@@ -21,16 +22,24 @@ def validate(config) -> None:
     tc = config.train
     checks = [
         ("train.batch_size", tc.batch_size >= 1, "must be at least 1"),
-        ("train.epochs", tc.epochs > 0, "must be positive"),
+        ("train.epochs", math.isfinite(tc.epochs) and tc.epochs > 0, "must be positive and finite"),
         ("train.update_ratio", tc.update_ratio >= 1, "must be at least 1"),
-        ("train.learning_rate", tc.learning_rate > 0, "must be positive"),
+        ("train.learning_rate", math.isfinite(tc.learning_rate) and tc.learning_rate > 0,
+         "must be positive and finite"),
+        ("train.b1", 0 <= tc.b1 < 1, "must be in [0, 1)"),
+        ("train.b2", 0 <= tc.b2 < 1, "must be in [0, 1)"),
         ("train.real_target", 0 < tc.real_target <= 1, "must be in (0, 1]"),
-        ("train.penalty_weight", tc.penalty_weight >= 0, "must be non-negative"),
-        ("train.clip_value", tc.clip_value > 0, "must be positive"),
-        ("arch.width", config.arch.width > 0, "must be positive"),
+        ("train.penalty_weight", math.isfinite(tc.penalty_weight) and tc.penalty_weight >= 0,
+         "must be non-negative and finite"),
+        ("train.clip_value", math.isfinite(tc.clip_value) and tc.clip_value > 0,
+         "must be positive and finite"),
+        ("train.drift", math.isfinite(tc.drift) and tc.drift >= 0, "must be non-negative and finite"),
+        ("arch.width", math.isfinite(config.arch.width) and config.arch.width > 0,
+         "must be positive and finite"),
         ("arch.latent_dim", config.arch.latent_dim >= 1, "must be at least 1"),
         ("data.resolution", config.data.resolution >= 4 and _power_of_two(config.data.resolution),
          "must be a power of two of at least 4"),
+        ("data.min_foreground", 0 <= config.data.min_foreground <= 1, "must be in [0, 1]"),
         ("log_every_steps", config.log_every_steps >= 1, "must be at least 1"),
         ("sample_every_steps", config.sample_every_steps >= 1, "must be at least 1"),
         ("checkpoint_every_steps", config.checkpoint_every_steps >= 1, "must be at least 1"),
@@ -80,30 +89,51 @@ def load(workdir: str) -> ml_collections.ConfigDict:
         raise UserError(f"{path}: unreadable config ({e})") from None
 
 
-def prepare_workdir(workdir: str, config) -> None:
-    """Creates the workdir and writes config.json; refuses a workdir of another experiment."""
+def check_workdir(workdir: str, config) -> None:
+    """Raises UserError if `workdir` cannot hold this run; creates and writes nothing.
+
+    Refused: a file, a folder that cannot be created or written, and a workdir
+    whose config.json records another experiment (see RESUMABLE_CHANGES).
+    """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"workdir: {workdir} exists and is not a folder")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"workdir: cannot create {workdir} ({e.strerror})") from None
-    if not os.access(workdir, os.W_OK):
-        raise UserError(f"workdir: {workdir} is not writable")
-    path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.exists(path):
-        previous = flatten(load(workdir))
-        current = flatten(json.loads(to_json(config)))
-        differences = sorted(k for k in set(previous) | set(current)
-                             if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
+    existing = _nearest_existing(os.path.abspath(workdir))
+    if not os.path.isdir(existing):
+        raise UserError(f"workdir: cannot create {workdir}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"workdir: {existing} is not writable")
+    if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+        differences = config_differences(load(workdir), config)
         if differences:
-            shown = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in differences[:4])
+            shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in differences[:4])
             raise UserError(f"workdir: {workdir} holds a run with another config ({shown}); "
                             f"use a new --workdir to start a new run")
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        f.write(to_json(config))
-    os.replace(temporary, path)
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def config_differences(previous, current) -> list[tuple[str, object, object]]:
+    """(field, previous value, current value) for each field a resumed run may not change."""
+    old, new = flatten(previous), flatten(json.loads(to_json(current)))
+    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+
+
+def write_config(workdir: str, config) -> None:
+    """Creates the workdir if needed and records the config in its config.json (atomically)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        temporary = path + ".tmp"
+        with open(temporary, "w") as f:
+            f.write(to_json(config))
+        os.replace(temporary, path)
+    except OSError as e:
+        raise UserError(f"workdir: cannot write {path} ({e.strerror})") from None
 
 
 def from_file(path: str, variant: Optional[str] = None) -> ml_collections.ConfigDict:

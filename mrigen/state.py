@@ -83,21 +83,36 @@ def grow_state(state: State, arch: Architecture, stage: Stage, optimizer, config
 
 
 def restore_or_init(ckpt: checkpoint.Checkpointer, arch: Architecture, optimizer, config) -> State:
-    """The latest checkpoint's state if there is one, else a fresh state."""
+    """The latest checkpoint's state if there is one, else a fresh state.
+
+    A checkpoint of another model or resolution, or a damaged one, raises
+    UserError: a run never silently starts over in a workdir that holds one.
+    """
     first = arch.stages[0]
     latest = ckpt.latest_step()
     if latest is None:
         return initial_state(arch, first, optimizer, config.seed, config.train.batch_size)
     meta = ckpt.read_meta(latest)
-    stage_index = int(meta.get("stage", 0))
-    if not 0 <= stage_index < len(arch.stages):
-        raise UserError(f"{ckpt.directory}: checkpoint {latest} is at stage {stage_index}, "
-                        f"which this model does not have")
-    stage = arch.stages[stage_index]
+    stage = _checkpoint_stage(meta, arch, f"{ckpt.directory}: checkpoint {latest}")
     target = jax.eval_shape(lambda: initial_state(arch, stage, optimizer, config.seed,
                                                   config.train.batch_size))
-    logging.info("Resuming from %s, step %d (stage %d)", ckpt.directory, latest, stage_index)
+    logging.info("Resuming from %s, step %d (stage %d)", ckpt.directory, latest, stage.index)
     return ckpt.restore(latest, target)
+
+
+def _checkpoint_stage(meta: dict, arch: Architecture, name: str) -> Stage:
+    """The stage a checkpoint's record names; refuses one written by another model."""
+    new_workdir = "use a new --workdir to start a new run"
+    if meta.get("model", arch.name) != arch.name:
+        raise UserError(f"{name} is of model {meta['model']!r}, not {arch.name!r}; {new_workdir}")
+    stage_index = int(meta.get("stage", 0))
+    if not 0 <= stage_index < len(arch.stages):
+        raise UserError(f"{name} is at stage {stage_index}, which this model does not have; {new_workdir}")
+    stage = arch.stages[stage_index]
+    if meta.get("resolution", stage.resolution) != stage.resolution:
+        raise UserError(f"{name} is at {meta['resolution']}x{meta['resolution']} px, this config at "
+                        f"{stage.resolution}x{stage.resolution}; {new_workdir}")
+    return stage
 
 
 def checkpoint_meta(state: State, arch: Architecture) -> dict:

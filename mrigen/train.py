@@ -5,6 +5,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -82,6 +84,7 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
 
         (d_loss, (d_vars, terms)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(
             state["d"]["params"])
+        terms["d_grad_norm"] = optax.tree.norm(d_grads)
         d_updates, d_opt = optimizer.update(d_grads, state["d_opt"], state["d"]["params"])
         d_params = optax.apply_updates(state["d"]["params"], d_updates)
         if loss.clips_critic:
@@ -94,18 +97,19 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
             return loss.g_loss(fake_logits, tc.real_target), g_vars
 
         def g_update(_, carry):
-            g_vars, g_opt, _ = carry
+            g_vars, g_opt, _, grad_norm = carry
             (g_loss, g_vars_new), grads = jax.value_and_grad(g_objective, has_aux=True)(
                 g_vars["params"], g_vars)
             updates, g_opt = optimizer.update(grads, g_opt, g_vars["params"])
             g_vars = {**g_vars_new, "params": optax.apply_updates(g_vars["params"], updates)}
-            return g_vars, g_opt, g_loss
+            # jnp.maximum propagates NaN, so a NaN in any of the r updates is reported.
+            return g_vars, g_opt, g_loss, jnp.maximum(grad_norm, optax.tree.norm(grads))
 
         # Unrolled: XLA:CPU ran the same updates ~5x slower inside a fori_loop.
-        carry = (state["g"], state["g_opt"], jnp.float32(0.0))
+        carry = (state["g"], state["g_opt"], jnp.float32(0.0), jnp.float32(0.0))
         for i in range(tc.update_ratio):
             carry = g_update(i, carry)
-        g_vars, g_opt, g_loss = carry
+        g_vars, g_opt, g_loss, g_grad_norm = carry
 
         new_state = {
             **state,
@@ -114,7 +118,12 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
             "images_seen": state["images_seen"] + batch_size,
             "alpha": alpha,
         }
-        metrics = {"d_loss": d_loss, "g_loss": g_loss, "alpha": alpha, **terms}
+        # A finite norm means every new weight is finite: checking the metrics
+        # vouches for the weights a checkpoint would hold.
+        metrics = {"d_loss": d_loss, "g_loss": g_loss, "alpha": alpha, **terms,
+                   "g_grad_norm": g_grad_norm,
+                   "d_param_norm": optax.tree.norm(d_params),
+                   "g_param_norm": optax.tree.norm(g_vars["params"])}
         return new_state, metrics
 
     return jax.jit(step_fn, donate_argnums=0, out_shardings=parallel.replicated(mesh))
@@ -154,27 +163,39 @@ def train(config, workdir: str) -> State:
 
     Writes config.json, stats.jsonl, sample grids under samples/, a grid of
     real images (reals.png) and checkpoints under checkpoints/. Returns the
-    final state.
+    final state. Everything that can be refused (config, workdir, data, the
+    checkpoint to resume) is checked before the first write to the workdir.
+    Raises DivergedError on a NaN/Inf, Interrupted after SIGINT/SIGTERM.
     """
     run_config.validate(config)
     arch = models.build(config)
     loss = losses.get(config.loss)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
-    run_config.prepare_workdir(workdir, config)
+    run_config.check_workdir(workdir, config)
+    with StopSignals() as stop:
+        dataset = data.load_dataset(config.data.path, config.data.resolution,
+                                    config.data.include_segmentation, config.data.min_foreground,
+                                    config.data.cache_dir)
+        if len(dataset) < config.train.batch_size:
+            raise UserError(f"train.batch_size: {config.train.batch_size} is larger than the "
+                            f"{len(dataset)} images found in {dataset.source}")
+        logging.info("Data: %d slices at %dx%d from %s", len(dataset), dataset.resolution,
+                     dataset.resolution, dataset.source)
+        optimizer = create_optimizer(config.train)
+        ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, writer=True)
+        try:
+            state = restore_or_init(ckpt, arch, optimizer, config)
+            if stop.received is not None:
+                raise Interrupted(f"stopped by {stop.name} before the first step; nothing to save",
+                                  stop.received)
+            run_config.write_config(workdir, config)
+            return _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir)
+        finally:
+            ckpt.close()
 
-    dataset = data.load_dataset(config.data.path, config.data.resolution,
-                                config.data.include_segmentation, config.data.min_foreground,
-                                config.data.cache_dir)
-    if len(dataset) < config.train.batch_size:
-        raise UserError(f"train.batch_size: {config.train.batch_size} is larger than the "
-                        f"{len(dataset)} images found in {dataset.source}")
-    logging.info("Data: %d slices at %dx%d from %s", len(dataset), dataset.resolution,
-                 dataset.resolution, dataset.source)
 
-    optimizer = create_optimizer(config.train)
-    ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-    state = restore_or_init(ckpt, arch, optimizer, config)
+def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir) -> State:
     replicated = parallel.replicated(mesh)
     state = jax.device_put(state, replicated)
     dataset_on_device = jax.device_put(dataset.images, replicated)
@@ -186,7 +207,7 @@ def train(config, workdir: str) -> State:
         images.save_grid(data.to_float(dataset.images[:config.num_grid_samples]), reals_path)
     grid_z = arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples)
 
-    progress = ProgressReporter(workdir, total_images, int(state["images_seen"]))
+    progress = ProgressReporter(workdir, total_images, int(state["images_seen"]), int(state["step"]))
     try:
         for phase in phases:
             if int(state["step"]) >= phase.end:
@@ -194,19 +215,18 @@ def train(config, workdir: str) -> State:
             if int(state["stage"]) < phase.stage.index:
                 state = jax.device_put(grow_state(state, arch, phase.stage, optimizer, config), replicated)
             state = _train_phase(state, phase, arch, loss, optimizer, config, len(dataset), mesh,
-                                 dataset_on_device, ckpt, progress, grid_z, workdir)
+                                 dataset_on_device, ckpt, progress, grid_z, workdir, stop)
         final_step = int(state["step"])
         if ckpt.latest_step() != final_step:
             ckpt.save(final_step, state, checkpoint_meta(state, arch), force=True)
         _save_sample_grid(state, arch, grid_z, workdir)
     finally:
         progress.close()
-        ckpt.close()
     return state
 
 
 def _train_phase(state, phase: Phase, arch, loss, optimizer, config, num_images, mesh,
-                 dataset_on_device, ckpt, progress, grid_z, workdir) -> State:
+                 dataset_on_device, ckpt, progress, grid_z, workdir, stop) -> State:
     stage = phase.stage
     step_fn = make_train_step(arch, stage, phase.start, phase.steps, loss, optimizer,
                               config.train, num_images, mesh)
@@ -219,30 +239,90 @@ def _train_phase(state, phase: Phase, arch, loss, optimizer, config, num_images,
         progress.advance(config.train.batch_size)
         last = step == phase.end
         log = step % config.log_every_steps == 0 or last
+        sample = step % config.sample_every_steps == 0
         save = step % config.checkpoint_every_steps == 0 or (last and len(arch.stages) > 1)
-        if log or save:  # Never log or save a diverged state.
-            values = check_finite(step, jax.device_get(metrics))
+        stopping = stop.received is not None
+        # The only device syncs: other steps run ahead asynchronously.
+        if log or sample or save or stopping:  # Never log, sample or save a diverged state.
+            values = check_finite(step, jax.device_get(metrics), ckpt.latest_step())
         if log:
             progress.log(step, stage, values)
-        if step % config.sample_every_steps == 0:
+        if sample:
             _save_sample_grid(state, arch, grid_z, workdir)
-        if save:
-            ckpt.save(step, state, checkpoint_meta(state, arch))
+        if save or stopping:
+            ckpt.save(step, state, checkpoint_meta(state, arch), force=stopping)
+        if stopping:
+            ckpt.wait()
+            raise Interrupted(f"stopped by {stop.name} after step {step}; checkpoint {step} is saved in "
+                              f"{ckpt.directory}: run the same command to resume", stop.received)
     return state
 
 
 class DivergedError(UserError):
-    """A loss or penalty became NaN or Inf."""
+    """A loss, gradient or weight became NaN or Inf; main.py exits with status 3."""
+
+    exit_code = 3
 
 
-def check_finite(step: int, metrics: dict) -> dict:
+class Interrupted(UserError):
+    """SIGINT or SIGTERM stopped the run after saving a checkpoint; exit status 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def check_finite(step: int, metrics: dict, last_checkpoint: Optional[int] = None) -> dict:
     """The metrics as floats; raises DivergedError naming the step and quantity if any is not finite."""
     values = {k: float(v) for k, v in metrics.items()}
     bad = sorted(k for k, v in values.items() if not math.isfinite(v))
     if bad:
-        raise DivergedError(f"training diverged at step {step}: {', '.join(bad)} is not finite; "
-                            f"the last good checkpoint is kept")
+        kept = ("there is no checkpoint yet" if last_checkpoint is None
+                else f"the last checkpoint, step {last_checkpoint}, is kept")
+        raise DivergedError(f"training diverged at step {step}: {', '.join(bad)} "
+                            f"{'is' if len(bad) == 1 else 'are'} not finite; nothing was saved "
+                            f"from this state ({kept})")
     return values
+
+
+class StopSignals:
+    """Turns SIGINT and SIGTERM into a request to stop at the next step boundary.
+
+    `received` holds the first signal's number (None until one arrives). A
+    second signal ends the process at once, which is safe: a checkpoint being
+    written is left as a temporary folder that is never taken for a finished one.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # Python handles signals only there.
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else ""
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signum
+        # os.write, not logging or print: the handler may interrupt either mid-write.
+        os.write(2, f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then "
+                    f"stopping (send it again to stop at once)\n".encode())
 
 
 def _save_sample_grid(state: State, arch: Architecture, grid_z: jax.Array, workdir: str) -> None:
@@ -254,10 +334,11 @@ def _save_sample_grid(state: State, arch: Architecture, grid_z: jax.Array, workd
 class ProgressReporter:
     """The progress bar and stats.jsonl: images seen, img/s, losses, ETA."""
 
-    def __init__(self, workdir: str, total_images: int, images_seen: int):
+    def __init__(self, workdir: str, total_images: int, images_seen: int, step: int = 0):
         from tqdm import tqdm
 
         self.stats_path = os.path.join(workdir, "stats.jsonl")
+        truncate_stats(self.stats_path, step)
         self.bar = tqdm(total=total_images, initial=images_seen, unit="img", unit_scale=True,
                         dynamic_ncols=True, mininterval=1.0)
         self.stage_label = ""
@@ -283,3 +364,28 @@ class ProgressReporter:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def truncate_stats(path: str, step: int) -> None:
+    """Drops the records after `step` from a stats.jsonl, and a line cut short by a kill.
+
+    A run killed after its last checkpoint logged steps it will redo on resume;
+    without this they would appear twice.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = [line for line in lines if (recorded := _record_step(line)) is not None and recorded <= step]
+    if len(kept) != len(lines):
+        temporary = f"{path}.tmp"
+        with open(temporary, "w") as f:
+            f.writelines(kept)
+        os.replace(temporary, path)
+
+
+def _record_step(line: str) -> Optional[int]:
+    try:
+        return int(json.loads(line)["step"]) if line.endswith("\n") else None
+    except (ValueError, KeyError, TypeError):
+        return None

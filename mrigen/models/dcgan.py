@@ -83,8 +83,9 @@ def uniform_latent(key: jax.Array, n: int, latent_dim: int) -> jax.Array:
 
 def build(config) -> base.Architecture:
     resolution = config.data.resolution
-    if resolution < DOWNSCALE or resolution % DOWNSCALE:
-        raise base.bad_resolution("dcgan", resolution, f"a multiple of {DOWNSCALE}")
+    if resolution < DOWNSCALE or resolution % DOWNSCALE or resolution > base.MAX_RESOLUTION:
+        raise base.bad_resolution("dcgan", resolution,
+                                  f"a multiple of {DOWNSCALE} up to {base.MAX_RESOLUTION}")
     dtype = base.compute_dtype(config)
     width = config.arch.width
     return base.SingleStage(

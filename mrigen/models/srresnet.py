@@ -138,8 +138,9 @@ class Discriminator(nn.Module):
 
 def build(config) -> base.Architecture:
     resolution = config.data.resolution
-    if resolution < MIN_RESOLUTION or resolution % MIN_RESOLUTION:
-        raise base.bad_resolution("srresnet", resolution, f"a multiple of {MIN_RESOLUTION}")
+    if resolution < MIN_RESOLUTION or resolution % MIN_RESOLUTION or resolution > base.MAX_RESOLUTION:
+        raise base.bad_resolution("srresnet", resolution,
+                                  f"a multiple of {MIN_RESOLUTION} up to {base.MAX_RESOLUTION}")
     dtype = base.compute_dtype(config)
     width = config.arch.width
     return base.SingleStage(
