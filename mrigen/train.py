@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mrigen import checkpoint, data, images, losses, models, parallel, run_config, sampling
+from mrigen import checkpoint, data, images, losses, models, parallel, plots, run_config, sampling, tensorboard
 from mrigen.state import State, checkpoint_meta, create_optimizer, grow_state, restore_or_init
 from mrigen.errors import UserError
 from mrigen.models.base import Architecture, Stage, real_images_for_stage
@@ -158,14 +158,18 @@ def schedule(arch: Architecture, num_images: int, batch_size: int) -> list[Phase
 # ---------------------------------------------------------------- the loop
 
 
-def train(config, workdir: str) -> State:
+def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     """Trains `config`'s model in `workdir`, resuming from its latest checkpoint.
 
-    Writes config.json, stats.jsonl, sample grids under samples/, a grid of
-    real images (reals.png) and checkpoints under checkpoints/. Returns the
+    Writes config.json, stats.jsonl, TensorBoard events, sample grids under
+    samples/, a grid of real images (reals.png), checkpoints under
+    checkpoints/ and, at the end, the plots of mrigen.plots. Returns the
     final state. Everything that can be refused (config, workdir, data, the
     checkpoint to resume) is checked before the first write to the workdir.
-    Raises DivergedError on a NaN/Inf, Interrupted after SIGINT/SIGTERM.
+    time_budget_s: stop after the first step that ends this many seconds
+    after training began, with a checkpoint (the state returned then falls
+    short of the schedule). Raises DivergedError on a NaN/Inf, Interrupted
+    after SIGINT/SIGTERM.
     """
     run_config.validate(config)
     arch = models.build(config)
@@ -190,12 +194,14 @@ def train(config, workdir: str) -> State:
                 raise Interrupted(f"stopped by {stop.name} before the first step; nothing to save",
                                   stop.received)
             run_config.write_config(workdir, config)
-            return _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir)
+            return _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir,
+                          time_budget_s)
         finally:
             ckpt.close()
 
 
-def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir) -> State:
+def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir,
+           time_budget_s=None) -> State:
     replicated = parallel.replicated(mesh)
     state = jax.device_put(state, replicated)
     dataset_on_device = jax.device_put(dataset.images, replicated)
@@ -207,7 +213,8 @@ def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, work
         images.save_grid(data.to_float(dataset.images[:config.num_grid_samples]), reals_path)
     grid_z = arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples)
 
-    progress = ProgressReporter(workdir, total_images, int(state["images_seen"]), int(state["step"]))
+    progress = ProgressReporter(workdir, total_images, int(state["images_seen"]), int(state["step"]),
+                                time_budget_s)
     try:
         for phase in phases:
             if int(state["step"]) >= phase.end:
@@ -216,12 +223,18 @@ def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, work
                 state = jax.device_put(grow_state(state, arch, phase.stage, optimizer, config), replicated)
             state = _train_phase(state, phase, arch, loss, optimizer, config, len(dataset), mesh,
                                  dataset_on_device, ckpt, progress, grid_z, workdir, stop)
+            if progress.out_of_time():  # Not into the next stage either.
+                break
         final_step = int(state["step"])
         if ckpt.latest_step() != final_step:
             ckpt.save(final_step, state, checkpoint_meta(state, arch), force=True)
-        _save_sample_grid(state, arch, grid_z, workdir)
+        _save_sample_grid(state, arch, grid_z, workdir, progress)
     finally:
         progress.close()
+    try:
+        plots.write_run_plots(workdir)
+    except Exception as e:  # A plot must not fail a finished run.
+        logging.warning("could not write the plots of %s: %s", workdir, e)
     return state
 
 
@@ -238,7 +251,8 @@ def _train_phase(state, phase: Phase, arch, loss, optimizer, config, num_images,
         step += 1
         progress.advance(config.train.batch_size)
         last = step == phase.end
-        log = step % config.log_every_steps == 0 or last
+        out_of_time = progress.out_of_time()
+        log = step % config.log_every_steps == 0 or last or out_of_time
         sample = step % config.sample_every_steps == 0
         save = step % config.checkpoint_every_steps == 0 or (last and len(arch.stages) > 1)
         stopping = stop.received is not None
@@ -248,13 +262,16 @@ def _train_phase(state, phase: Phase, arch, loss, optimizer, config, num_images,
         if log:
             progress.log(step, stage, values)
         if sample:
-            _save_sample_grid(state, arch, grid_z, workdir)
+            _save_sample_grid(state, arch, grid_z, workdir, progress)
         if save or stopping:
             ckpt.save(step, state, checkpoint_meta(state, arch), force=stopping)
         if stopping:
             ckpt.wait()
             raise Interrupted(f"stopped by {stop.name} after step {step}; checkpoint {step} is saved in "
                               f"{ckpt.directory}: run the same command to resume", stop.received)
+        if out_of_time:  # _train saves the checkpoint.
+            logging.info("Time budget reached after step %d", step)
+            break
     return state
 
 
@@ -325,20 +342,26 @@ class StopSignals:
                     f"stopping (send it again to stop at once)\n".encode())
 
 
-def _save_sample_grid(state: State, arch: Architecture, grid_z: jax.Array, workdir: str) -> None:
+def _save_sample_grid(state: State, arch: Architecture, grid_z: jax.Array, workdir: str,
+                      progress: "ProgressReporter") -> None:
     stage = arch.stages[int(state["stage"])]
     fake = sampling.generate(arch.generator(stage), state["g"], grid_z, state["alpha"])
-    images.save_grid(np.asarray(fake), os.path.join(workdir, "samples", f"step_{int(state['step']):08d}.png"))
+    grid = images.grid(np.asarray(fake))
+    images.save_png(grid, os.path.join(workdir, "samples", f"step_{int(state['step']):08d}.png"))
+    progress.add_grid(int(state["step"]), grid)
 
 
 class ProgressReporter:
-    """The progress bar and stats.jsonl: images seen, img/s, losses, ETA."""
+    """The progress bar, stats.jsonl and TensorBoard: images seen, img/s, losses, ETA; the time budget."""
 
-    def __init__(self, workdir: str, total_images: int, images_seen: int, step: int = 0):
+    def __init__(self, workdir: str, total_images: int, images_seen: int, step: int = 0,
+                 time_budget_s: Optional[float] = None):
         from tqdm import tqdm
 
         self.stats_path = os.path.join(workdir, "stats.jsonl")
         truncate_stats(self.stats_path, step)
+        self.tensorboard = tensorboard.Writer(workdir, resume_step=step)
+        self._deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
         self.bar = tqdm(total=total_images, initial=images_seen, unit="img", unit_scale=True,
                         dynamic_ncols=True, mininterval=1.0)
         self.stage_label = ""
@@ -354,16 +377,24 @@ class ProgressReporter:
         self._last_time, self._last_images = now, seen
         record = {"step": step, "images_seen": int(seen), "stage": stage.index,
                   "resolution": stage.resolution, "img_per_sec": rate,
-                  "elapsed_sec": time.time() - self._start, **metrics}
+                  "elapsed_sec": time.time() - self._start, "time": time.time(), **metrics}
         with open(self.stats_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        self.tensorboard.scalars(step, record)
         postfix = {"D": f"{metrics['d_loss']:.3f}", "G": f"{metrics['g_loss']:.3f}", "img/s": f"{rate:.0f}"}
         if self.stage_label:
             postfix["stage"] = f"{self.stage_label} a={metrics['alpha']:.2f}"
         self.bar.set_postfix(postfix, refresh=False)
 
+    def add_grid(self, step: int, grid_u8: np.ndarray) -> None:
+        self.tensorboard.image("samples/fixed_latents", grid_u8, step)
+
+    def out_of_time(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
     def close(self) -> None:
         self.bar.close()
+        self.tensorboard.close()
 
 
 def truncate_stats(path: str, step: int) -> None:
