@@ -11,6 +11,7 @@ import glob
 import math
 import os
 import struct
+import time
 from typing import Iterator, Optional
 
 import numpy as np
@@ -41,7 +42,11 @@ class Writer:
     def __init__(self, logdir: str, resume_step: int = 0):
         from tensorboardX import SummaryWriter  # Deferred: importing it takes ~1 s.
 
-        self._writer = SummaryWriter(logdir, purge_step=resume_step + 1 if resume_step else None, flush_secs=20)
+        # tensorboardX names files by the second; a suffix of the nanoseconds keeps two writers
+        # opened within one second (training, then evaluation) from overwriting each other, in order.
+        suffix = f".{time.time_ns() % 10**9:09d}.{os.getpid()}"
+        self._writer = SummaryWriter(logdir, purge_step=resume_step + 1 if resume_step else None, flush_secs=20,
+                                     filename_suffix=suffix)
 
     def scalars(self, step: int, record: dict, prefix: Optional[str] = None) -> None:
         """Every finite number in `record` at `step`, tagged by `tag` (or `prefix/name`)."""
