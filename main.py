@@ -1,8 +1,12 @@
-"""mrigen command line: train, sample or interpolate a brain-MRI GAN.
+"""mrigen command line: train, sample, evaluate or plot a brain-MRI GAN, or run the paper's experiment.
 
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan
+  python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --dry_run
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=sample --num_samples=100 --out=samples
+  python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=sample --format=nifti --out=generated
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=evaluate
+  python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=plots
+  python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/experiment
 """
 
 import logging as std_logging
@@ -19,11 +23,16 @@ config_flags.DEFINE_config_file("config", "configs/dcgan.py", "Config file (file
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and samples of this run.")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do with the run in --workdir.")
 flags.DEFINE_integer("num_samples", 64, "--mode=sample: how many images to write.")
-flags.DEFINE_string("out", None, "--mode=sample/interpolate: output folder (default: inside --workdir).")
-flags.DEFINE_bool("overwrite", False, "--mode=sample: replace PNG images already in --out.")
+flags.DEFINE_string("out", None, "--mode=sample/interpolate/evaluate/plots: output folder (default: inside --workdir).")
+flags.DEFINE_bool("overwrite", False, "--mode=sample: replace the images already in --out.")
+flags.DEFINE_enum("format", "png", ["png", "oasis", "nifti"],
+                  "--mode=sample: flat PNG files, the OASIS keras_png_slices layout, or NIfTI stacks.")
+flags.DEFINE_integer("slices_per_volume", 32, "--mode=sample --format=nifti: slices stacked in each file.")
 flags.DEFINE_integer("sample_seed", 0, "--mode=sample/interpolate/evaluate: seed of the latents.")
 flags.DEFINE_integer("num_eval", 0, "--mode=evaluate: generated images (0: as many as the held-out real half).")
 flags.DEFINE_string("eval_images", None, "--mode=evaluate: a folder of images to evaluate instead of --workdir's model.")
+flags.DEFINE_bool("dry_run", False, "--mode=train/experiment: print the resolved config, the data found and "
+                  "the parameter counts, then exit without training.")
 flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process 0's coordinator.")
 flags.DEFINE_integer("num_processes", None, "Several processes: how many take part.")
 flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0 .. num_processes - 1.")

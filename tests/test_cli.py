@@ -47,12 +47,13 @@ def test_sample_writes_png_files_and_refuses_to_overwrite(workdir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wrote 5 images of 32x32" in result.stdout
     names = sorted(os.listdir(out))
-    assert names == [f"sample_{i:06d}.png" for i in range(5)]
+    assert names == ["manifest.json"] + [f"sample_{i:06d}.png" for i in range(5)]
+    names = names[1:]
     first = np.asarray(Image.open(os.path.join(out, names[0])))
     assert first.shape == (32, 32) and first.dtype == np.uint8
     stamp = os.path.getmtime(os.path.join(out, names[0]))
     again = main_py(SMOKE, f"--workdir={workdir}", "--mode=sample", "--num_samples=5", f"--out={out}")
-    assert_one_line_error(again, "already holds PNG images", "--overwrite")
+    assert_one_line_error(again, "already holds images", "--overwrite")
     assert os.path.getmtime(os.path.join(out, names[0])) == stamp
 
 

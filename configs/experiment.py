@@ -1,0 +1,80 @@
+"""The paper's experiment: each architecture x loss trained for one budget, evaluated, one report.
+
+Each run trains in <workdir>/<model>_<loss>/ from its model's config file
+(below) with the `shared` fields overriding it, then is evaluated; the
+experiment writes <workdir>/report.md (Table 3's columns for every run),
+experiment.json and the sample grids. Run the same command again to continue
+a killed experiment: finished runs are skipped, an unfinished one resumes
+from its checkpoint.
+
+Run:
+  python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/experiment
+  python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=workdirs/experiment_cpu32   # README's table
+  python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/dragan_only \
+    --config.losses=dragan --config.budget_images=200000 --config.shared.data.path=/data/keras_png_slices_data
+  python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=DIR --dry_run   # the plan, nothing trained
+Variants after the colon: `cpu32` (all 15 runs at 32x32 in minutes on a CPU), `smoke` (tiny, tests).
+"""
+
+import ml_collections
+
+
+def get_config(variant=None):
+    config = ml_collections.ConfigDict()
+    config.models = ("dcgan", "srresnet", "progan")  # Architectures to train (on the command line: dcgan,progan).
+    config.losses = ("gan", "lsgan", "wgan", "wgan_gp", "dragan")  # Losses each architecture is trained with.
+    # Each model's training config, file.py or file.py:variant; relative paths are from the repository root.
+    config.base_configs = ml_collections.ConfigDict({
+        "dcgan": "configs/dcgan.py",
+        "srresnet": "configs/srresnet.py",
+        "progan": "configs/progan.py",
+    })
+    config.budget_images = 0  # Real images shown to D per run (0 = each base config's own length).
+    config.budget_seconds = 0.0  # Wall-clock cap on each run's training in seconds (0 = none).
+
+    # Fields that override every run's base config (names as in configs/dcgan.py).
+    config.shared = ml_collections.ConfigDict()
+    config.shared.seed = 0  # Seeds initialization, batches, latents and penalties of every run.
+    config.shared.data = ml_collections.ConfigDict()
+    config.shared.data.path = ""  # PNG folder, NIfTI/Analyze file or folder; "" = embedded MNI152 template.
+    config.shared.data.resolution = 256  # Side length of every run's images (the paper's 256).
+    config.shared.data.cache_dir = "~/.cache/mrigen"  # Decoded datasets and PCA bases are cached here.
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.num_images = 0  # Generated images per run (0 = the held-out real half's size, for equal N).
+    config.eval.seed = 0  # Seed of the evaluated latents and of the metrics' random choices.
+    config.eval.grid_images = 16  # Generated images in each run's grid in the report.
+
+    # A run is flagged "collapsed" when its generated set is far less varied than real data:
+    config.collapse = ml_collections.ConfigDict()
+    config.collapse.sigma_fraction = 0.25  # sigma below this fraction of the held-out real sigma (equal N),
+    config.collapse.diversity_fraction = 0.5  # or 1 - MS-SSIM below this fraction of the held-out real one's.
+
+    if variant == "cpu32":  # All 15 runs at 32x32 with tiny models: minutes on a 2-core CPU.
+        config.budget_images = 1600
+        config.base_configs.dcgan = "configs/dcgan.py:quick"
+        config.base_configs.srresnet = "configs/srresnet.py:quick"
+        config.base_configs.progan = "configs/progan.py:quick"
+        config.shared.data.resolution = 32
+        config.shared.arch = ml_collections.ConfigDict()
+        config.shared.arch.width = 0.125  # The quick variants' width, also for SRResNet and ProGAN.
+        config.shared.arch.latent_dim = 64  # Size of z.
+        config.shared.train = ml_collections.ConfigDict()
+        config.shared.train.batch_size = 16  # Global batch.
+        config.shared.log_every_steps = 10  # stats.jsonl and TensorBoard interval.
+        config.shared.sample_every_steps = 20  # Fixed-latent grid interval (the progress montage).
+        config.shared.checkpoint_every_steps = 50  # Checkpoint interval.
+        config.shared.num_grid_samples = 16  # Images per fixed-latent grid.
+    elif variant == "smoke":  # Two tiny runs of a few steps each, for tests.
+        config.models = ("dcgan", "srresnet")
+        config.losses = ("wgan", "dragan")
+        config.budget_images = 16
+        config.base_configs.dcgan = "configs/dcgan.py:smoke"
+        config.base_configs.srresnet = "configs/srresnet.py:smoke"
+        config.base_configs.progan = "configs/progan.py:smoke"
+        config.shared.data.resolution = 32
+        config.eval.num_images = 16
+        config.eval.grid_images = 4
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r} of configs/experiment.py; known: cpu32, smoke")
+    return config

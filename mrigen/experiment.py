@@ -1,0 +1,500 @@
+"""`--mode=experiment`: every selected architecture x loss, trained, evaluated, one report.
+
+Layout of an experiment folder DIR:
+
+    DIR/<model>_<loss>/      each run's workdir (checkpoints, stats.jsonl, TensorBoard events,
+                             loss_curves.png, progress.png/gif, eval_step<N>/ with its own report)
+    DIR/<model>_<loss>/experiment_run.json   written once the run is trained and evaluated
+    DIR/grids/<model>_<loss>.png             each run's sample grid (fixed latents)
+    DIR/grids.png            all grids in one picture: models down, losses across
+    DIR/report.md            Table 3's columns for the real data and every run, with flags
+    DIR/experiment.json      the same numbers, the experiment's config and each run's record
+
+Resuming: a run with experiment_run.json is finished and skipped; any other
+run trains (resuming from its checkpoint), is evaluated, then gets that file.
+A run that diverges is recorded as diverged and the experiment goes on.
+
+Flags: "diverged" (a loss became NaN/Inf: training stopped there, the run is
+not evaluated); "collapsed" (see `collapse_reasons`); "stopped at R px"
+(ProGAN ran out of wall-clock budget before its last stage; its images are
+upsampled to the data's resolution for the metrics).
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Optional
+
+import ml_collections
+import numpy as np
+
+from mrigen import data, evaluation, images, losses, models, run_config, sampling, tensorboard, train
+from mrigen.errors import UserError
+from mrigen.metrics.report import to_json
+
+RUN_RECORD = "experiment_run.json"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Fields a finished run's record may differ in without meaning another experiment.
+IGNORED_DIFFERENCES = frozenset({"data.cache_dir"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One architecture x loss of an experiment.
+
+    config: the run's complete training config (base config, shared fields, budget).
+    planned_images: images its schedule shows D (the budget, rounded to whole steps).
+    """
+
+    model: str
+    loss: str
+    config: ml_collections.ConfigDict
+    workdir: str
+    planned_images: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}_{self.loss}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} + {self.loss}"
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def names(value, field: str, known) -> list[str]:
+    """A list field as names: ('dcgan', 'progan') or 'dcgan,progan'; unknown names are refused."""
+    items = [value] if isinstance(value, str) else list(value)
+    result = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
+    if not result:
+        raise UserError(f"config.{field}: empty; name at least one of {sorted(known)}")
+    for name in result:
+        if name not in known:
+            raise UserError(f"config.{field}: unknown name {name!r}; choose from {sorted(known)}")
+    return list(dict.fromkeys(result))
+
+
+def resolve_config_path(spec: str) -> tuple[str, Optional[str]]:
+    """'configs/dcgan.py:quick' -> (an existing path, 'quick'); relative paths from cwd, then the repository."""
+    path, _, variant = spec.partition(":")
+    if not os.path.isabs(path) and not os.path.isfile(path):
+        path = os.path.join(REPO_ROOT, path)
+    return path, variant or None
+
+
+def base_config(config, model: str) -> ml_collections.ConfigDict:
+    """configs/<model>.py (as config.base_configs names it) with config.shared's fields set."""
+    if model not in config.base_configs:
+        raise UserError(f"config.base_configs: no config file for model {model!r}")
+    spec = config.base_configs[model]
+    try:
+        base = run_config.from_file(*resolve_config_path(spec))
+    except ValueError as e:
+        raise UserError(f"config.base_configs.{model}: {e}") from None
+    if base.model != model:
+        raise UserError(f"config.base_configs.{model}: {spec} is a config of model {base.model!r}")
+    for key, value in run_config.flatten(config.shared).items():
+        *parents, leaf = key.split(".")
+        node = base
+        for part in parents:
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+            raise UserError(f"config.shared.{key}: {spec} has no field {key}")
+        try:
+            node[leaf] = value
+        except TypeError as e:
+            raise UserError(f"config.shared.{key}: {e}") from None
+    return base
+
+
+def apply_budget(config, budget_images: int, num_images: int) -> None:
+    """Sets the run's length so that it shows D about `budget_images` images.
+
+    Single-stage models: train.epochs = budget / N. ProGAN: the budget is
+    split evenly over its stages (train.epochs_per_stage).
+    """
+    if budget_images <= 0:
+        return
+    epochs = budget_images / num_images
+    if config.model == "progan":
+        config.train.epochs_per_stage = epochs / len(models.build(config).stages)
+    config.train.epochs = epochs
+
+
+def plan(config, workdir: str, num_images: int) -> list[Run]:
+    """Every run of the experiment, each config built and checked; trains and writes nothing."""
+    if config.budget_images < 0 or config.budget_seconds < 0:
+        raise UserError("config.budget_images, config.budget_seconds: must not be negative")
+    runs = []
+    for model in names(config.models, "models", models.ARCHITECTURES):
+        for loss in names(config.losses, "losses", losses.LOSSES):
+            run = base_config(config, model)
+            run.loss = loss
+            apply_budget(run, config.budget_images, num_images)
+            run_config.validate(run)
+            arch = models.build(run)
+            phases = train.schedule(arch, num_images, run.train.batch_size)
+            runs.append(Run(model, loss, run, os.path.join(workdir, f"{model}_{loss}"),
+                            phases[-1].end * run.train.batch_size))
+    return runs
+
+
+def load_data(config) -> data.Dataset:
+    shared = config.shared.data
+    return data.load_dataset(shared.path, shared.resolution,
+                             shared.get("include_segmentation", False), shared.get("min_foreground", 0.05),
+                             shared.cache_dir)
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_experiment(config, workdir: str) -> dict:
+    """Trains and evaluates every unfinished run, then writes the report. Returns experiment.json's dict."""
+    dataset = load_data(config)
+    runs = plan(config, workdir, len(dataset))
+    records = {}
+    for run in runs:
+        records[run.name] = read_record(run, config)
+    for i, run in enumerate(runs):
+        if records[run.name] is not None:
+            logging.info("Run %d/%d %s: finished earlier (%s)", i + 1, len(runs), run.label,
+                         records[run.name]["status"])
+            continue
+        logging.info("Run %d/%d %s: training in %s", i + 1, len(runs), run.label, run.workdir)
+        records[run.name] = train_and_evaluate(run, config, dataset)
+        write_record(run, records[run.name])
+    results = summarize(config, runs, records, dataset)
+    write_outputs(results, runs, workdir, dataset, config.eval.grid_images)
+    return results
+
+
+def read_record(run: Run, config) -> Optional[dict]:
+    """A finished run's record, or None; a record of another config is refused."""
+    path = os.path.join(run.workdir, RUN_RECORD)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        recorded = run_config.flatten(record["config"])
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: unreadable ({e}); delete it to train and evaluate {run.name} again") from None
+    planned = run_config.flatten(json.loads(run_config.to_json(run.config)))
+    recorded["budget_seconds"], planned["budget_seconds"] = record.get("budget_seconds"), config.budget_seconds
+    different = sorted(k for k in set(recorded) | set(planned)
+                       if k not in IGNORED_DIFFERENCES and recorded.get(k) != planned.get(k))
+    if different:
+        key = different[0]
+        raise UserError(f"{path}: {run.name} finished with {key} = {recorded.get(key)!r}, this experiment "
+                        f"asks for {planned.get(key)!r}; use a new --workdir (or delete {run.workdir})")
+    return record
+
+
+def write_record(run: Run, record: dict) -> None:
+    path = os.path.join(run.workdir, RUN_RECORD)
+    os.makedirs(run.workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(to_json(record), f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def train_and_evaluate(run: Run, config, dataset: data.Dataset) -> dict:
+    """Trains `run` (resuming), evaluates it, and returns its record (status done or diverged)."""
+    record = {"name": run.name, "model": run.model, "loss": run.loss,
+              "config": json.loads(run_config.to_json(run.config)),
+              "budget_seconds": config.budget_seconds, "planned_images": run.planned_images}
+    try:
+        _train(run, config.budget_seconds)
+    except train.DivergedError as e:
+        logging.warning("%s diverged: %s", run.label, e)
+        record.update(status="diverged", error=str(e), **timing(run.workdir))
+        return record
+    record.update(status="done", **timing(run.workdir))
+    record.update(evaluate_run(run, config, dataset))
+    return record
+
+
+def _train(run: Run, budget_seconds: float) -> None:
+    if not budget_seconds:
+        train.train(run.config, run.workdir)
+        return
+    remaining = budget_seconds - timing(run.workdir)["train_seconds"]
+    if remaining > 0:
+        train.train(run.config, run.workdir, time_budget_s=remaining)
+
+
+def timing(workdir: str) -> dict:
+    """Images shown, training seconds and steady images/s, from the run's stats.jsonl.
+
+    Each process that trained the run (first start and every resume) logged
+    its own elapsed time from 0: the run's time is the sum of each one's last
+    (the time between a process's last log and its end is not counted).
+    images/s is the median of the logged rates, leaving out each process's
+    first record (it includes compiling).
+    """
+    path = os.path.join(workdir, "stats.jsonl")
+    records = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+    seconds, rates, previous = 0.0, [], None
+    for record in records:
+        if previous is not None and _same_process(previous, record):
+            rates.append(record.get("img_per_sec", 0.0))
+        elif previous is not None:
+            seconds += previous.get("elapsed_sec", 0.0)
+        previous = record
+    seconds += previous.get("elapsed_sec", 0.0) if previous else 0.0
+    shown = records[-1]["images_seen"] if records else 0
+    rate = float(np.median(rates)) if rates else (shown / seconds if seconds else 0.0)
+    return {"images_seen": shown, "steps": records[-1]["step"] if records else 0,
+            "train_seconds": seconds, "img_per_sec": rate}
+
+
+def _same_process(a: dict, b: dict) -> bool:
+    """Whether two consecutive stats records were logged by one training process."""
+    if "time" in a and "time" in b:  # Unix time minus elapsed time is the process's start.
+        return abs((b["time"] - b["elapsed_sec"]) - (a["time"] - a["elapsed_sec"])) < 1.0
+    return b.get("elapsed_sec", 0.0) >= a.get("elapsed_sec", 0.0)
+
+
+def evaluate_run(run: Run, config, dataset: data.Dataset) -> dict:
+    """The metrics of the run's latest checkpoint against the data; writes its grid and eval report."""
+    sampler = sampling.load_sampler(run.workdir)
+    count = config.eval.num_images or len(dataset) // 2
+    generated = evaluation.generate_images(sampler, max(count, config.eval.grid_images), config.eval.seed)
+    stopped_at = None
+    if sampler.resolution != dataset.resolution:  # ProGAN stopped by the clock before its last stage.
+        stopped_at = sampler.resolution
+        generated = upsample(generated, dataset.resolution // sampler.resolution)
+    grid_path = os.path.join(os.path.dirname(run.workdir), "grids", f"{run.name}.png")
+    images.save_grid(generated[:config.eval.grid_images], grid_path)
+    generated = generated[:count]
+    out = os.path.join(run.workdir, f"eval_step{sampler.step}")
+    results = evaluation.evaluate(dataset, generated, out, config.shared.data.cache_dir, config.eval.seed,
+                                  f"{run.label}, step {sampler.step}")
+    tensorboard.write_eval(run.workdir, sampler.step, results)
+    return {"checkpoint_step": sampler.step, "resolution_reached": sampler.resolution,
+            "stopped_at_resolution": stopped_at, "eval_dir": out, "grid": grid_path,
+            "metrics": results["sets"]}
+
+
+def upsample(images_: np.ndarray, factor: int) -> np.ndarray:
+    """[N, r, r, 1] -> [N, r f, r f, 1], each pixel repeated f x f times."""
+    return np.repeat(np.repeat(images_, factor, axis=1), factor, axis=2)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def collapse_reasons(generated: dict, real: dict, rule) -> list[str]:
+    """Why a generated set counts as collapsed (empty if it does not).
+
+    generated, real: evaluation rows (held-out real for `real`). Collapsed:
+    sigma below rule.sigma_fraction of the real sigma at equal N, or
+    diversity 1 - MS-SSIM below rule.diversity_fraction of the real set's.
+    Both catch a generator that makes (nearly) one image whatever z is.
+    """
+    reasons = []
+    n = generated.get("n")
+    real_sigma = real.get("sigma") if real.get("n") == n else real.get("sigma_common")
+    if n != real.get("n") and real.get("n_common") != n:
+        real_sigma = None  # No real sigma at the generated set's N.
+    if real_sigma and generated.get("sigma") is not None and generated["sigma"] < rule.sigma_fraction * real_sigma:
+        reasons.append(f"sigma {generated['sigma']:.3g} < {rule.sigma_fraction} x real {real_sigma:.3g}")
+    if generated.get("ms_ssim") is not None and real.get("ms_ssim") is not None:
+        diversity, real_diversity = 1.0 - generated["ms_ssim"], 1.0 - real["ms_ssim"]
+        if diversity < rule.diversity_fraction * real_diversity:
+            reasons.append(f"1 - MS-SSIM {diversity:.3f} < {rule.diversity_fraction} x real {real_diversity:.3f}")
+    return reasons
+
+
+def summarize(config, runs: list[Run], records: dict, dataset: data.Dataset) -> dict:
+    """experiment.json's content: the real rows, each run's record with its flags."""
+    evaluated = [records[r.name] for r in runs if records[r.name].get("metrics")]
+    real = {}
+    if evaluated:
+        sets = evaluated[0]["metrics"]
+        real = {"training data": sets["training data"], "held-out real": sets.get("held-out real", {})}
+    rows = []
+    for run in runs:
+        record = dict(records[run.name])
+        flags = []
+        if record["status"] == "diverged":
+            flags.append("diverged")
+        elif record.get("metrics"):
+            reasons = collapse_reasons(record["metrics"]["generated"], real.get("held-out real", {}),
+                                       config.collapse)
+            if reasons:
+                flags.append("collapsed")
+                record["collapse_reasons"] = reasons
+            if record.get("stopped_at_resolution"):
+                flags.append(f"stopped at {record['stopped_at_resolution']} px")
+        record["flags"] = flags
+        rows.append(record)
+    return {"config": json.loads(run_config.to_json(config)),
+            "data": {"source": dataset.source, "images": len(dataset), "resolution": dataset.resolution},
+            "real": real, "runs": rows}
+
+
+def render_markdown(results: dict) -> str:
+    """report.md: one table in the layout of the paper's Table 3, plus budget, data and flags."""
+    config, data_info = results["config"], results["data"]
+    budget = []
+    if config["budget_images"]:
+        budget.append(f"{config['budget_images']:,} images shown per run "
+                      f"({config['budget_images'] / data_info['images']:.1f} epochs)")
+    else:
+        budget.append("each model's own length (its base config's epochs)")
+    if config["budget_seconds"]:
+        budget.append(f"at most {config['budget_seconds']:g} s of training per run")
+    held_out = results["real"].get("held-out real", {})
+    lines = [
+        "# Experiment", "",
+        f"Data: {data_info['images']} slices at {data_info['resolution']}x{data_info['resolution']} from "
+        f"{data_info['source']}. Budget: {'; '.join(budget)}. Each run is evaluated on "
+        f"{_first_n(results)} generated images against the reference half of the data; the held-out "
+        f"real half ({held_out.get('n', '-')} images) is the real-vs-real floor.", "",
+        "| run | images shown | train time | img/s | rho | sigma (N) | delta | SWD | MS-SSIM | PCA-FD | flags |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("training data", "held-out real"):
+        row = results["real"].get(name)
+        if row:
+            lines.append(_table_row(name, None, row))
+    for record in results["runs"]:
+        row = record.get("metrics", {}).get("generated", {})
+        lines.append(_table_row(f"{record['model']} + {record['loss']}", record, row))
+    rule = config["collapse"]
+    lines += [
+        "",
+        "rho, sigma, delta: the paper's realism, total variation and number of significant eigenvalues "
+        "(sigma grows with N: compare rows of equal N). SWD (x1e3, average over levels) and PCA-FD: "
+        "distance to the reference half, lower is closer. MS-SSIM: mean over random pairs within the "
+        "set, lower is more diverse. Train time includes compiling; img/s is the median logged rate.",
+        "",
+        f"Flags: **diverged**: a loss or gradient became NaN/Inf, training stopped there and the run is not "
+        f"evaluated. **collapsed**: sigma below {rule['sigma_fraction']} x the held-out real sigma at "
+        f"equal N, or 1 - MS-SSIM below {rule['diversity_fraction']} x the held-out real set's. "
+        f"**stopped at R px**: the wall-clock budget ended ProGAN's growth early; its images were "
+        f"upsampled for the metrics.",
+        "", "![sample grids](grids.png)", "",
+        "Per run: " + ", ".join(f"[{r['name']}]({r['name']}/)" for r in results["runs"])
+        + " (each holds loss_curves.png, progress.png, TensorBoard events and its eval_step*/report.md).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _first_n(results: dict) -> str:
+    for record in results["runs"]:
+        if record.get("metrics"):
+            return str(record["metrics"]["generated"]["n"])
+    return "-"
+
+
+def _table_row(name: str, record: Optional[dict], row: dict) -> str:
+    cells = [name]
+    if record is None:
+        cells += ["-", "-", "-"]
+    else:
+        cells += [f"{record.get('images_seen', 0):,}", _duration(record.get("train_seconds")),
+                  _number(record.get("img_per_sec"), 0)]
+    cells += [_number(row.get("rho"), 3), f"{_number(row.get('sigma'), 1)} ({row.get('n', '-')})",
+              _number(row.get("delta"), 0), _number(row.get("swd", {}).get("avg"), 2),
+              _number(row.get("ms_ssim"), 3), _number(row.get("pca_fd"), 2)]
+    flags = (record or {}).get("flags", [])
+    cells.append(", ".join(f"**{f}**" for f in flags) if flags else "")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _number(value, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def write_outputs(results: dict, runs: list[Run], workdir: str, dataset: data.Dataset, grid_images: int) -> None:
+    """report.md, experiment.json, grids/training_data.png and the combined grids.png into `workdir`."""
+    os.makedirs(workdir, exist_ok=True)
+    for name, text in (("experiment.json", json.dumps(to_json(results), indent=2)),
+                       ("report.md", render_markdown(results))):
+        path = os.path.join(workdir, name)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    # Slices spread over the whole set: the data's slices go from the base of the brain to the top.
+    spread = np.linspace(0, len(dataset) - 1, min(grid_images, len(dataset))).astype(int)
+    reals_path = os.path.join(workdir, "grids", "training_data.png")
+    images.save_grid(np.asarray(dataset.images[spread], np.float32) / 127.5 - 1.0, reals_path)
+    save_combined_grid(results, runs, reals_path, os.path.join(workdir, "grids.png"))
+
+
+def save_combined_grid(results: dict, runs: list[Run], reals_path: str, path: str) -> None:
+    """Every run's grid in one figure: a row per model, a column per loss, flags in red.
+
+    The first column shows training slices (first row only), for comparison.
+    """
+    from mrigen import plots
+
+    plt = plots.pyplot()
+    models_ = list(dict.fromkeys(r.model for r in runs))
+    losses_ = list(dict.fromkeys(r.loss for r in runs))
+    by_name = {r["name"]: r for r in results["runs"]}
+    fig, axes = plt.subplots(len(models_), len(losses_) + 1,
+                             figsize=(2.4 * (len(losses_) + 1), 2.7 * len(models_)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    _show(axes[0, 0], plots.read_gray(reals_path), "training data", "black")
+    for run in runs:
+        ax = axes[models_.index(run.model), losses_.index(run.loss) + 1]
+        record = by_name[run.name]
+        flags = record.get("flags", [])
+        title = run.label + (f"\n{', '.join(flags)}" if flags else "")
+        if record.get("grid") and os.path.isfile(record["grid"]):
+            _show(ax, plots.read_gray(record["grid"]), title, "red" if flags else "black")
+        else:
+            ax.text(0.5, 0.5, record["status"], ha="center", va="center", transform=ax.transAxes, color="red")
+            ax.set_title(title, fontsize=9, color="red")
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+def _show(ax, image_u8: np.ndarray, title: str, color: str) -> None:
+    ax.imshow(image_u8, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_title(title, fontsize=9, color=color)
+
+
+# ---------------------------------------------------------------- --dry_run
+
+
+def describe(config) -> str:
+    """The plan as text: data found, then each run's length and parameter counts."""
+    from mrigen import dryrun
+
+    dataset = load_data(config)
+    runs = plan(config, "", len(dataset))
+    lines = [run_config.to_json(config), "", dryrun.describe_data(dataset), "",
+             f"{len(runs)} runs:"]
+    for run in runs:
+        counts = dryrun.parameter_counts(run.config)
+        lines.append(f"  {run.name:18s} {run.planned_images:>9,} images in "
+                     f"{run.planned_images // run.config.train.batch_size:,} steps of "
+                     f"{run.config.train.batch_size}; G {counts['generator']:,} parameters, "
+                     f"D {counts['discriminator']:,}")
+    if config.budget_seconds:
+        lines.append(f"each capped at {config.budget_seconds:g} s of training")
+    return "\n".join(lines)
