@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mrigen import checkpoint
+from mrigen import checkpoint, parallel
 from mrigen.errors import UserError
 from mrigen.models.base import Architecture, Stage
 
@@ -96,6 +96,9 @@ def restore_or_init(ckpt: checkpoint.Checkpointer, arch: Architecture, optimizer
     stage = _checkpoint_stage(meta, arch, f"{ckpt.directory}: checkpoint {latest}")
     target = jax.eval_shape(lambda: initial_state(arch, stage, optimizer, config.seed,
                                                   config.train.batch_size))
+    # Replicated over this run's devices, whatever topology wrote the checkpoint.
+    sharding = parallel.replicated(parallel.data_mesh())
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), target)
     logging.info("Resuming from %s, step %d (stage %d)", ckpt.directory, latest, stage.index)
     return ckpt.restore(latest, target)
 

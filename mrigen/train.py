@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mrigen import checkpoint, data, images, losses, models, parallel, plots, run_config, sampling, tensorboard
+from mrigen import (checkpoint, data, distributed, images, losses, models, parallel, plots, run_config,
+                    sampling, tensorboard)
 from mrigen.state import State, checkpoint_meta, create_optimizer, grow_state, restore_or_init
 from mrigen.errors import UserError
 from mrigen.models.base import Architecture, Stage, real_images_for_stage
@@ -193,7 +194,8 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
             if stop.received is not None:
                 raise Interrupted(f"stopped by {stop.name} before the first step; nothing to save",
                                   stop.received)
-            run_config.write_config(workdir, config)
+            if distributed.is_main_process():
+                run_config.write_config(workdir, config)
             return _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir,
                           time_budget_s)
         finally:
@@ -209,12 +211,12 @@ def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, work
     phases = schedule(arch, len(dataset), config.train.batch_size)
     total_images = phases[-1].end * config.train.batch_size
     reals_path = os.path.join(workdir, "reals.png")
-    if not os.path.exists(reals_path):
+    if distributed.is_main_process() and not os.path.exists(reals_path):
         images.save_grid(data.to_float(dataset.images[:config.num_grid_samples]), reals_path)
     grid_z = arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples)
 
     progress = ProgressReporter(workdir, total_images, int(state["images_seen"]), int(state["step"]),
-                                time_budget_s)
+                                time_budget_s, writes=distributed.is_main_process())
     try:
         for phase in phases:
             if int(state["step"]) >= phase.end:
@@ -232,7 +234,8 @@ def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, work
     finally:
         progress.close()
     try:
-        plots.write_run_plots(workdir)
+        if distributed.is_main_process():
+            plots.write_run_plots(workdir)
     except Exception as e:  # A plot must not fail a finished run.
         logging.warning("could not write the plots of %s: %s", workdir, e)
     return state
@@ -345,25 +348,33 @@ class StopSignals:
 def _save_sample_grid(state: State, arch: Architecture, grid_z: jax.Array, workdir: str,
                       progress: "ProgressReporter") -> None:
     stage = arch.stages[int(state["stage"])]
-    fake = sampling.generate(arch.generator(stage), state["g"], grid_z, state["alpha"])
+    fake = sampling.generate(arch.generator(stage), state["g"], grid_z, state["alpha"])  # every process
+    if not progress.writes:
+        return
     grid = images.grid(np.asarray(fake))
     images.save_png(grid, os.path.join(workdir, "samples", f"step_{int(state['step']):08d}.png"))
     progress.add_grid(int(state["step"]), grid)
 
 
 class ProgressReporter:
-    """The progress bar, stats.jsonl and TensorBoard: images seen, img/s, losses, ETA; the time budget."""
+    """The progress bar, stats.jsonl and TensorBoard: images seen, img/s, losses, ETA; the time budget.
+
+    writes=False (processes other than 0 of a multi-process run) keeps the
+    counters and the time budget but shows and writes nothing.
+    """
 
     def __init__(self, workdir: str, total_images: int, images_seen: int, step: int = 0,
-                 time_budget_s: Optional[float] = None):
+                 time_budget_s: Optional[float] = None, writes: bool = True):
         from tqdm import tqdm
 
+        self.writes = writes
         self.stats_path = os.path.join(workdir, "stats.jsonl")
-        truncate_stats(self.stats_path, step)
-        self.tensorboard = tensorboard.Writer(workdir, resume_step=step)
+        if writes:
+            truncate_stats(self.stats_path, step)
+        self.tensorboard = tensorboard.Writer(workdir, resume_step=step) if writes else None
         self._deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
         self.bar = tqdm(total=total_images, initial=images_seen, unit="img", unit_scale=True,
-                        dynamic_ncols=True, mininterval=1.0)
+                        dynamic_ncols=True, mininterval=1.0, disable=not writes)
         self.stage_label = ""
         self._last_time, self._last_images = time.perf_counter(), images_seen
         self._start = time.time()
@@ -378,6 +389,8 @@ class ProgressReporter:
         record = {"step": step, "images_seen": int(seen), "stage": stage.index,
                   "resolution": stage.resolution, "img_per_sec": rate,
                   "elapsed_sec": time.time() - self._start, "time": time.time(), **metrics}
+        if not self.writes:
+            return
         with open(self.stats_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         self.tensorboard.scalars(step, record)
@@ -394,7 +407,8 @@ class ProgressReporter:
 
     def close(self) -> None:
         self.bar.close()
-        self.tensorboard.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def truncate_stats(path: str, step: int) -> None:

@@ -1,0 +1,94 @@
+"""Two processes on localhost (2 CPU devices each) train like one process with 4 devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, smoke_config
+from mrigen import checkpoint, models, state as state_lib
+from test_cli import assert_one_line_error, main_py
+
+SMOKE = "--config=configs/dcgan.py:smoke"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_pair(workdir, *args, timeout=600):
+    """main.py as processes 0 and 1 of 2, each with 2 CPU devices; returns both results."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    address = f"127.0.0.1:{free_port()}"
+    processes = [subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "main.py"), SMOKE, f"--workdir={workdir}",
+         f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}",
+         "--distributed_timeout=60", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
+
+
+def final_state(workdir, config):
+    arch = models.build(config)
+    ckpt = checkpoint.Checkpointer(workdir)
+    try:
+        return jax.device_get(state_lib.restore_or_init(ckpt, arch, state_lib.create_optimizer(config.train), config))
+    finally:
+        ckpt.close()
+
+
+def assert_states_close(a, b):
+    assert int(a["step"]) == int(b["step"]) and int(a["images_seen"]) == int(b["images_seen"])
+    for x, y in zip(jax.tree.leaves((a["g"], a["d"])), jax.tree.leaves((b["g"], b["d"]))):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def single_process_run(tmp_path_factory, shared_cache_dir):
+    """The reference: one process with the 4 devices of conftest, 4 steps."""
+    workdir = str(tmp_path_factory.mktemp("single") / "run")
+    result = main_py(SMOKE, f"--workdir={workdir}", f"--config.data.cache_dir={shared_cache_dir}",
+                     f"--config.train.epochs={4 * 8 / 137}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_two_processes_match_one_process_and_resume_as_a_pair(tmp_path, single_process_run, shared_cache_dir):
+    workdir = str(tmp_path / "pair")
+    cache = f"--config.data.cache_dir={shared_cache_dir}"
+    for epochs in (2 * 8 / 137, 4 * 8 / 137):  # stop after 2 steps, then resume to 4
+        for result in launch_pair(workdir, cache, f"--config.train.epochs={epochs}"):
+            assert result.returncode == 0, result.stderr[-3000:]
+    config = smoke_config()
+    assert_states_close(final_state(workdir, config), final_state(single_process_run, config))
+    with open(os.path.join(workdir, "stats.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f]
+    assert steps == [1, 2, 3, 4]  # written by process 0 only, once per step
+    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000002.png", "step_00000004.png"]
+
+
+def test_unreachable_coordinator_is_a_one_line_error_not_a_hang(tmp_path):
+    result = main_py(SMOKE, f"--workdir={tmp_path / 'run'}", f"--coordinator_address=127.0.0.1:{free_port()}",
+                     "--num_processes=2", "--process_id=1", "--distributed_timeout=3")
+    assert_one_line_error(result, "--coordinator_address", "could not be reached within 3 s")
+
+
+def test_incomplete_distributed_flags_are_refused(tmp_path):
+    result = main_py(SMOKE, f"--workdir={tmp_path / 'run'}", "--num_processes=2")
+    assert_one_line_error(result, "--coordinator_address, --process_id: required with --num_processes")
+
+
+def test_a_batch_the_pair_cannot_split_ends_both_processes_with_one_line(tmp_path):
+    for result in launch_pair(str(tmp_path / "run"), "--config.train.batch_size=6", timeout=300):
+        assert_one_line_error(result, "train.batch_size: 6 is not divisible by the 4 devices")
