@@ -46,6 +46,8 @@ def get_config(variant=None):
     config.checkpoint_every_steps = 1000  # Checkpoint interval (also saved at the end).
     config.keep_checkpoints = 3  # How many recent checkpoints to keep.
     config.num_grid_samples = 64  # Images in each sample grid.
+    config.eval_every_steps = 0  # Cheap metrics (rho, sigma, delta, MS-SSIM) in stats.jsonl every this many steps; 0 = off.
+    config.eval_num_images = 64  # Generated images those metrics use.
 
     if variant == "quick":  # Recognizable slices in about 10 minutes on a 2-core CPU.
         config.data.resolution = 64

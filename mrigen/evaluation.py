@@ -80,6 +80,19 @@ def evaluate(dataset: data.Dataset, generated: np.ndarray, out_dir: str, cache_d
     return results
 
 
+def training_metrics(generated: np.ndarray, basis: pca.PCABasis, seed: int = 0) -> dict:
+    """The cheap subset logged during training: rho, sigma and delta (with N), MS-SSIM.
+
+    generated: [N, R, R, 1] float32 in [-1, 1]. Keys are prefixed `eval_`.
+    """
+    coords, sq_norm = pca.project(generated, basis)
+    spectrum = pca.covariance_spectrum(generated, seed=seed)
+    return {"eval_rho": float(pca.realism_from_projection(coords, sq_norm).mean()),
+            "eval_sigma": float(spectrum.sigma), "eval_delta": int(spectrum.count_above()),
+            "eval_n": int(spectrum.n),
+            "eval_ms_ssim": float(metrics.msssim.ms_ssim_diversity(generated, 200, seed))}
+
+
 def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, seed: int) -> tuple[dict, str]:
     """Evaluates the latest checkpoint in `workdir` against its training data."""
     sampler = sampling.load_sampler(workdir)

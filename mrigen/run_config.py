@@ -14,6 +14,7 @@ CONFIG_FILE = "config.json"
 RESUMABLE_CHANGES = frozenset({
     "train.epochs", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "num_grid_samples", "data.path", "data.cache_dir",
+    "eval_every_steps", "eval_num_images",
 })
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mrigen import (checkpoint, data, distributed, images, losses, models, parallel, plots, run_config,
+from mrigen import (checkpoint, data, distributed, evaluation, images, losses, models, parallel, plots, run_config,
                     sampling, tensorboard)
 from mrigen.state import State, checkpoint_meta, create_optimizer, grow_state, restore_or_init
 from mrigen.errors import UserError
@@ -214,6 +214,7 @@ def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, work
     if distributed.is_main_process() and not os.path.exists(reals_path):
         images.save_grid(data.to_float(dataset.images[:config.num_grid_samples]), reals_path)
     grid_z = arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples)
+    evaluator = TrainingEvaluator(config, dataset, arch)
 
     progress = ProgressReporter(workdir, total_images, int(state["images_seen"]), int(state["step"]),
                                 time_budget_s, writes=distributed.is_main_process())
@@ -224,7 +225,7 @@ def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, work
             if int(state["stage"]) < phase.stage.index:
                 state = jax.device_put(grow_state(state, arch, phase.stage, optimizer, config), replicated)
             state = _train_phase(state, phase, arch, loss, optimizer, config, len(dataset), mesh,
-                                 dataset_on_device, ckpt, progress, grid_z, workdir, stop)
+                                 dataset_on_device, ckpt, progress, grid_z, workdir, stop, evaluator)
             if progress.out_of_time():  # Not into the next stage either.
                 break
         final_step = int(state["step"])
@@ -242,7 +243,7 @@ def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, work
 
 
 def _train_phase(state, phase: Phase, arch, loss, optimizer, config, num_images, mesh,
-                 dataset_on_device, ckpt, progress, grid_z, workdir, stop) -> State:
+                 dataset_on_device, ckpt, progress, grid_z, workdir, stop, evaluator) -> State:
     stage = phase.stage
     step_fn = make_train_step(arch, stage, phase.start, phase.steps, loss, optimizer,
                               config.train, num_images, mesh)
@@ -262,8 +263,10 @@ def _train_phase(state, phase: Phase, arch, loss, optimizer, config, num_images,
         # The only device syncs: other steps run ahead asynchronously.
         if log or sample or save or stopping:  # Never log, sample or save a diverged state.
             values = check_finite(step, jax.device_get(metrics), ckpt.latest_step())
+        if evaluator.due(step):
+            evaluator.run(state)
         if log:
-            progress.log(step, stage, values)
+            progress.log(step, stage, {**values, **evaluator.take_results()})
         if sample:
             _save_sample_grid(state, arch, grid_z, workdir, progress)
         if save or stopping:
@@ -276,6 +279,38 @@ def _train_phase(state, phase: Phase, arch, loss, optimizer, config, num_images,
             logging.info("Time budget reached after step %d", step)
             break
     return state
+
+
+class TrainingEvaluator:
+    """Every `eval_every_steps` steps, the cheap metrics of mrigen.evaluation on fixed latents.
+
+    The PCA basis is that of the whole training set (cached beside the data);
+    results join the next stats.jsonl record as eval_* fields. Off when
+    eval_every_steps is 0.
+    """
+
+    def __init__(self, config, dataset: data.Dataset, arch: Architecture):
+        self.every = config.get("eval_every_steps", 0)
+        self.arch = arch
+        self._results = {}
+        if self.every:
+            self.basis = evaluation.pca_basis(dataset, config.data.cache_dir)
+            count = config.get("eval_num_images", 64)
+            self.z = arch.sample_latent(jax.random.PRNGKey(config.seed + 2), count)
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def run(self, state: State) -> None:
+        stage = self.arch.stages[int(state["stage"])]
+        fake = np.asarray(sampling.generate(self.arch.generator(stage), state["g"], self.z, state["alpha"]))
+        if fake.shape[1] != self.basis.image_shape[0]:
+            return  # ProGAN below full size: the PCA space exists at full resolution only.
+        self._results = evaluation.training_metrics(fake, self.basis)
+
+    def take_results(self) -> dict:
+        results, self._results = self._results, {}
+        return results
 
 
 class DivergedError(UserError):

@@ -61,3 +61,14 @@ def test_evaluating_copies_of_training_images_flags_memorization(trained, shared
     memo = results["sets"]["generated"]["memorization"]
     assert memo["nn_min"] == 0.0 and memo["frac_below_train_p5"] == 1.0
     assert os.path.exists(os.path.join(out, "eval.json"))
+
+
+def test_training_logs_cheap_metrics_at_the_configured_interval(tmp_path, shared_cache_dir):
+    config = smoke_config(data__cache_dir=shared_cache_dir, eval_every_steps=2, eval_num_images=16)
+    train.train(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "stats.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert ["eval_rho" in r for r in records] == [False, True]
+    evaluated = records[1]
+    assert 0 < evaluated["eval_rho"] <= 1 and evaluated["eval_sigma"] > 0 and evaluated["eval_n"] == 16
+    assert 0 <= evaluated["eval_ms_ssim"] <= 1 + 1e-6
