@@ -4,7 +4,7 @@ import os
 import tempfile
 
 import numpy as np
-from PIL import Image
+from mrigen.images import save_grid
 
 
 def as_float_images(images) -> np.ndarray:
@@ -56,26 +56,15 @@ def separable(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(np.tensordot(rows, y, axes=(1, 1)), 0, 1))
 
 
-def to_uint8(images) -> np.ndarray:
-    """[N, H, W(, 1)] in [-1, 1] -> [N, H, W] uint8 (x + 1) * 127.5, rounded."""
-    x = as_float_images(images)
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+def save_grid_png(rows, path) -> None:
+    """Writes a grid PNG: rows is a list of [n, H, W(, 1)] image sets in [-1, 1], one per grid row.
 
-
-def save_grid_png(rows, path, pad: int = 2) -> None:
-    """Writes a grid PNG: rows is a list of [n, H, W(, 1)] image sets in [-1, 1].
-
-    Every row holds its images left to right, separated by `pad` white pixels.
-    Written atomically (temporary file, then os.replace).
+    Shorter rows are padded with black cells; see mrigen.images.save_grid.
     """
-    rows = [to_uint8(r) for r in rows]
-    h, w = rows[0].shape[1:]
-    ncol = max(len(r) for r in rows)
-    grid = np.full((len(rows) * (h + pad) - pad, ncol * (w + pad) - pad), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            grid[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = img
-    atomic_write(path, lambda f: Image.fromarray(grid).save(f, format='PNG'))
+    rows = [as_float_images(r) for r in rows]
+    columns = max(len(r) for r in rows)
+    cells = [np.concatenate([r, np.full((columns - len(r),) + r.shape[1:], -1.0, np.float32)]) for r in rows]
+    save_grid(np.concatenate(cells), os.fspath(path), columns=columns)
 
 
 def atomic_write(path, write) -> None:
