@@ -26,11 +26,12 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str, keep: int = 3, writer: bool = False):
-        """`writer`: the training process, which also removes the temporary folders
-        of saves cut short by a kill (a reader must not: a run may be saving)."""
+        """`writer`: the training process. It creates the folder and removes the
+        temporary folders of saves cut short by a kill; a reader changes nothing
+        (a run may be saving)."""
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=ocp.checkpoint_managers.LatestN(n=keep), create=True,
+            preservation_policy=ocp.checkpoint_managers.LatestN(n=keep), create=writer,
             cleanup_tmp_directories=writer)
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options)

@@ -26,7 +26,7 @@ MNI152_SOURCE = "MNI152 2009a T1 template (shipped with nilearn)"
 PNG_SUFFIXES = (".png",)
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".hdr")
 _SEGMENTATION_DIR = re.compile(r"(^|[_\-.])seg([_\-.]|mentation|$)", re.IGNORECASE)
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: transparent PNG pixels are black
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,11 @@ def square_and_resize(slice_u8: np.ndarray, resolution: int) -> np.ndarray:
 
 
 def png_to_gray_u8(path: str) -> np.ndarray:
-    """Decodes one PNG to a 2-D uint8 array (RGB to luma, 16-bit scaled by 1/257)."""
+    """Decodes one PNG to a 2-D uint8 array.
+
+    RGB becomes ITU-R 601 luma, 16-bit gray is scaled by 1/257 (65535 -> 255),
+    and transparent pixels become black, the background of a brain slice.
+    """
     try:
         with Image.open(path) as image:
             image.load()
@@ -82,6 +86,11 @@ def png_to_gray_u8(path: str) -> np.ndarray:
                 return np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
             if image.mode == "F":
                 raise UserError(f"{path}: floating-point PNG images are not supported")
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                gray = np.asarray(rgba.convert("L"), np.float64)
+                alpha = np.asarray(rgba.getchannel("A"), np.float64)
+                return np.round(gray * alpha / 255.0).astype(np.uint8)
             return np.asarray(image.convert("L"), dtype=np.uint8)
     except UserError:
         raise
@@ -96,6 +105,8 @@ def volume_to_slices(volume: np.ndarray, name: str, min_foreground: float) -> li
     percentiles map to 0 and 255. A slice is kept when at least
     `min_foreground` of its pixels are above 10% of that range. Anterior is up.
     """
+    if volume.size == 0:
+        raise UserError(f"{name}: the volume is empty (shape {tuple(volume.shape)})")
     if not np.all(np.isfinite(volume)):
         finite = np.isfinite(volume)
         if not finite.any():
@@ -210,6 +221,13 @@ def slices_from_files(pngs: Sequence[str], volumes: Sequence[str], resolution: i
     slices = _parallel_map(png_slice, pngs, "reading PNG slices")
     for per_volume in _parallel_map(volume_slices, volumes, "reading volumes"):
         slices.extend(per_volume)
+    return _stack(slices, resolution)
+
+
+def _stack(slices: Sequence[np.ndarray], resolution: int) -> np.ndarray:
+    """[N, R, R] uint8 slices -> [N, R, R, 1]; N may be 0 (every slice dropped)."""
+    if not slices:
+        return np.zeros((0, resolution, resolution, 1), np.uint8)
     return np.stack(slices)[..., None]
 
 
@@ -272,7 +290,8 @@ def load_dataset(path: str, resolution: int, include_segmentation: bool = False,
 
     images = _cached(load, cache_dir, key)
     if len(images) == 0:
-        raise UserError(f"data.path: no slice with brain in it was found in {path or MNI152_SOURCE}")
+        raise UserError(f"data.path: no slice with brain in it was found in {path or MNI152_SOURCE} "
+                        f"(data.min_foreground is {min_foreground})")
     return Dataset(images=images, source=source, cache_key=key)
 
 
@@ -283,7 +302,7 @@ def _has_segmentation_only(root: str) -> bool:
 
 def _mni152_slices(resolution: int, min_foreground: float) -> np.ndarray:
     slices = volume_to_slices(mni152_volume(), MNI152_SOURCE, min_foreground)
-    return np.stack([square_and_resize(s, resolution) for s in slices])[..., None]
+    return _stack([square_and_resize(s, resolution) for s in slices], resolution)
 
 
 def _cached(load: Callable[[], np.ndarray], cache_dir: str, key: str) -> np.ndarray:

@@ -1,0 +1,406 @@
+"""A run survives being killed: SIGKILL at random moments (mid-save included), SIGINT, SIGTERM, NaNs.
+
+The kill tests run main.py as a user does, kill it, run the same command
+again until it finishes, and compare the final state with that of an
+uninterrupted run, bit for bit (CPU, fixed seed).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT, smoke_config
+from mrigen import checkpoint, losses, models, run_config, state as state_lib, train
+
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+# ---------------------------------------------------------------- workdir inspection
+
+
+def finished_steps(workdir):
+    """Steps of the complete checkpoints: folders named by their step alone."""
+    try:
+        return sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints")) if name.isdigit())
+    except FileNotFoundError:
+        return []
+
+
+def half_written(workdir):
+    try:
+        return sorted(name for name in os.listdir(os.path.join(workdir, "checkpoints")) if TMP_SUFFIX in name)
+    except FileNotFoundError:
+        return []
+
+
+def stats(workdir):
+    with open(os.path.join(workdir, "stats.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def logged_steps(workdir):
+    """Steps in stats.jsonl, tolerating a line cut short by a kill."""
+    try:
+        with open(os.path.join(workdir, "stats.jsonl")) as f:
+            return [int(m.group(1)) for m in re.finditer(r'^\{"step": (\d+),', f.read(), re.MULTILINE)]
+    except FileNotFoundError:
+        return []
+
+
+def folder_digest(root):
+    """A hash of every file's relative path, size, modification time and content under root."""
+    digest = hashlib.sha256()
+    for directory, subdirs, names in sorted(os.walk(root)):
+        subdirs.sort()
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            digest.update(f"{os.path.relpath(path, root)} {os.stat(path).st_mtime_ns}".encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def restored_state(workdir):
+    """The latest checkpoint's state, restored the way a resumed run restores it."""
+    config = run_config.load(workdir)
+    arch = models.build(config)
+    ckpt = checkpoint.Checkpointer(workdir)
+    try:
+        return jax.device_get(state_lib.restore_or_init(ckpt, arch, state_lib.create_optimizer(config.train),
+                                                        config))
+    finally:
+        ckpt.close()
+
+
+def assert_same_state(a, b):
+    flat_a = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(a)[0]}
+    flat_b = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(b)[0]}
+    assert set(flat_a) == set(flat_b)
+    for key in flat_a:
+        np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=key)
+
+
+def assert_same_records(interrupted, uninterrupted, steps):
+    """stats.jsonl: each step once, with the uninterrupted run's numbers (timings aside)."""
+    a, b = stats(interrupted), stats(uninterrupted)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, steps + 1))
+    timing = {"img_per_sec", "elapsed_sec", "time"}  # when, not what
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k not in timing} == {k: v for k, v in y.items() if k not in timing}
+
+
+# ---------------------------------------------------------------- killing main.py
+
+
+def command(model, workdir, overrides):
+    return [sys.executable, os.path.join(ROOT, "main.py"), f"--config=configs/{model}.py:smoke",
+            f"--workdir={workdir}", *overrides]
+
+
+class Run:
+    """main.py in a subprocess; stderr goes to a file (a pipe could fill up and block it)."""
+
+    def __init__(self, command, log_path):
+        self.log_path = log_path
+        self.resumes_from = None
+        self.started = time.time()
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+
+    def wait(self):
+        returncode = self.process.wait(timeout=300)
+        with open(self.log_path) as f:
+            return returncode, f.read()
+
+
+def has_written(run, workdir):
+    """True once this run has written stats.jsonl: by then it has removed the temporary
+    folders of earlier runs and dropped their records after its checkpoint."""
+    try:
+        return os.stat(os.path.join(workdir, "stats.jsonl")).st_mtime >= run.started
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(run, condition, timeout=120):
+    """Polls every 2 ms until `condition()` or the run ends; True if the condition came first."""
+    deadline = time.time() + timeout
+    while run.process.poll() is None and time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def interrupt(run, workdir, moment, rng):
+    """Waits for `moment` in the run, then returns True; False if the run ended first."""
+    if moment == "startup":  # loading data, restoring, or compiling
+        time.sleep(rng.uniform(0.5, 4.0))
+        return run.process.poll() is None
+    if moment == "during_save":
+        return wait_for(run, lambda: has_written(run, workdir) and half_written(workdir))
+    if moment == "after_steps":
+        target = run.resumes_from + rng.choice([1, 2])
+        if not wait_for(run, lambda: has_written(run, workdir) and max(logged_steps(workdir), default=0) >= target):
+            return False
+        time.sleep(rng.uniform(0.0, 0.4))
+        return run.process.poll() is None
+    raise ValueError(moment)
+
+
+def one_error_line(stderr):
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
+def run_with_interruptions(command, workdir, plan, tmp_path, seed):
+    """Runs `command`, interrupting it as `plan` says ((moment, signal) per run), then once more
+    to the end. Returns what each interrupted run left: (moment, signal, kind of exit)."""
+    rng = random.Random(seed)
+    outcomes = []
+    for i, (moment, signum) in enumerate(plan + [(None, None)]):
+        run = Run(command, str(tmp_path / f"run{i}.log"))
+        run.resumes_from = max(finished_steps(workdir), default=0)
+        if moment is None or not interrupt(run, workdir, moment, rng):
+            returncode, stderr = run.wait()
+            assert returncode == 0, stderr[-3000:]
+            return outcomes
+        run.process.send_signal(signum)
+        returncode, stderr = run.wait()
+        latest = max(finished_steps(workdir), default=0)
+        if signum == signal.SIGKILL:
+            assert returncode == -signal.SIGKILL
+            if moment == "during_save":
+                # Killed mid-save: the half-written folder is left, and is not a checkpoint.
+                assert half_written(workdir)
+                assert all(int(name.split(".")[0]) > latest for name in half_written(workdir))
+                ckpt = checkpoint.Checkpointer(workdir)
+                try:
+                    assert ckpt.latest_step() == (latest or None)
+                finally:
+                    ckpt.close()
+        else:
+            # SIGINT / SIGTERM: a checkpoint of the last step, then a clean exit with 128 + signal.
+            assert returncode == 128 + signum, stderr[-3000:]
+            name = signal.Signals(signum).name
+            assert f"error: stopped by {name} after step {latest}; checkpoint {latest} is saved" in one_error_line(stderr)
+            assert max(logged_steps(workdir)) == latest and not half_written(workdir)
+        outcomes.append((moment, signum, latest))
+    return outcomes
+
+
+OVERRIDES = {
+    # 8 steps, a checkpoint after each; the final sample grid only.
+    "dcgan": ["--config.train.epochs=0.47", "--config.checkpoint_every_steps=1", "--config.sample_every_steps=100"],
+    # 3 stages (4 px, the fade-in to 8 px, 8 px) of 3 steps.
+    "progan": ["--config.data.resolution=8", "--config.checkpoint_every_steps=1", "--config.sample_every_steps=100"],
+}
+STEPS = {"dcgan": 8, "progan": 9}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, shared_cache_dir):
+    """Both models' uninterrupted runs, started together so they overlap the interrupted ones."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    runs = {model: Run(command(model, str(root / model), [*overrides, f"--config.data.cache_dir={shared_cache_dir}"]),
+                       str(root / f"{model}.log"))
+            for model, overrides in OVERRIDES.items()}
+
+    def finished(model):
+        returncode, stderr = runs[model].wait()
+        assert returncode == 0, stderr[-3000:]
+        return str(root / model)
+
+    yield finished
+    for run in runs.values():
+        run.process.wait(timeout=300)
+
+
+def test_dcgan_killed_at_random_moments_ends_bit_for_bit_as_an_uninterrupted_run(
+        uninterrupted, tmp_path, shared_cache_dir):
+    interrupted = str(tmp_path / "interrupted")
+    plan = [("startup", signal.SIGKILL), ("during_save", signal.SIGKILL), ("after_steps", signal.SIGKILL),
+            ("after_steps", signal.SIGTERM)]
+    outcomes = run_with_interruptions(
+        command("dcgan", interrupted, [*OVERRIDES["dcgan"], f"--config.data.cache_dir={shared_cache_dir}"]),
+        interrupted, plan, tmp_path, seed=0)
+    assert [(moment, signum) for moment, signum, _ in outcomes] == plan
+    whole = uninterrupted("dcgan")
+    final = restored_state(interrupted)
+    assert int(final["step"]) == STEPS["dcgan"]
+    assert_same_state(final, restored_state(whole))
+    assert_same_records(interrupted, whole, STEPS["dcgan"])
+
+
+def is_mid_fade_in(workdir):
+    """Step 5's checkpoint is being written or done: stage 1 (the 8 px fade-in) is under way."""
+    names = os.listdir(os.path.join(workdir, "checkpoints"))
+    return "5" in names or any(name.startswith("5" + TMP_SUFFIX) for name in names)
+
+
+def test_progan_killed_mid_fade_in_ends_bit_for_bit_as_an_uninterrupted_run(
+        uninterrupted, tmp_path, shared_cache_dir):
+    interrupted = str(tmp_path / "interrupted")
+    progan = command("progan", interrupted, [*OVERRIDES["progan"], f"--config.data.cache_dir={shared_cache_dir}"])
+    run = Run(progan, str(tmp_path / "first.log"))
+    assert wait_for(run, lambda: has_written(run, interrupted) and is_mid_fade_in(interrupted))
+    run.process.send_signal(signal.SIGKILL)
+    assert run.wait()[0] == -signal.SIGKILL
+    resume_step = max(finished_steps(interrupted))
+    ckpt = checkpoint.Checkpointer(interrupted)
+    try:
+        assert ckpt.latest_step() == resume_step in (4, 5)  # mid fade-in: alpha 0 or 1/3 of the way
+        assert ckpt.read_meta(resume_step)["stage"] == 1
+    finally:
+        ckpt.close()
+    # Once more, stopped by Ctrl-C, then to the end.
+    outcomes = run_with_interruptions(progan, interrupted, [("after_steps", signal.SIGINT)], tmp_path, seed=1)
+    assert [(moment, signum) for moment, signum, _ in outcomes] == [("after_steps", signal.SIGINT)]
+    whole = uninterrupted("progan")
+    final = restored_state(interrupted)
+    assert int(final["step"]) == STEPS["progan"] and int(final["stage"]) == 2
+    assert_same_state(final, restored_state(whole))
+    assert_same_records(interrupted, whole, STEPS["progan"])
+    resumed = [r for r in stats(interrupted) if r["step"] == resume_step + 1][0]
+    assert (resumed["stage"], resumed["alpha"]) == (1, pytest.approx((resume_step - 3) / 3))
+
+
+def test_a_second_signal_stops_at_once():
+    script = ("import os, signal, sys, time\n"
+              "from mrigen.train import StopSignals\n"
+              "with StopSignals() as stop:\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(0.2)\n"
+              "    print('asked to stop:', stop.name, flush=True)\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(30)\n"
+              "print('not stopped')\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGINT, result.stderr[-2000:]
+    assert result.stdout == "asked to stop: SIGINT\n"
+    assert "send it again to stop at once" in result.stderr
+
+
+# ---------------------------------------------------------------- half-written checkpoints
+
+
+@pytest.fixture(scope="module")
+def two_steps(tmp_path_factory, shared_cache_dir):
+    """A smoke run of 2 steps with its checkpoint at step 2."""
+    workdir = str(tmp_path_factory.mktemp("two_steps") / "run")
+    train.train(smoke_config(data__cache_dir=shared_cache_dir), workdir)
+    assert finished_steps(workdir) == [2]
+    return workdir
+
+
+def test_half_written_checkpoints_are_never_taken_for_finished_ones(two_steps, tmp_path, shared_cache_dir):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(two_steps, workdir)
+    for name in ["3" + TMP_SUFFIX, "9" + TMP_SUFFIX + "-1764000000"]:  # Orbax's two naming schemes
+        os.makedirs(os.path.join(workdir, "checkpoints", name, "state"))
+        with open(os.path.join(workdir, "checkpoints", name, "state", "_METADATA"), "w") as f:
+            f.write("{half")
+    ckpt = checkpoint.Checkpointer(workdir)
+    try:
+        assert ckpt.latest_step() == 2
+    finally:
+        ckpt.close()
+    resumed = train.train(smoke_config(data__cache_dir=shared_cache_dir, train__epochs=4 * 8 / 137), workdir)
+    assert int(resumed["step"]) == 4
+    assert logged_steps(workdir) == [1, 2, 3, 4]
+    assert finished_steps(workdir) == [2, 4] and not half_written(workdir)  # the leftovers are cleared
+
+
+def test_records_after_the_checkpoint_are_dropped_on_resume(tmp_path):
+    path = str(tmp_path / "stats.jsonl")
+    with open(path, "w") as f:
+        f.write("".join(json.dumps({"step": s, "d_loss": 0.5}) + "\n" for s in range(1, 6)) + '{"step": 6, "d_')
+    train.truncate_stats(path, 3)
+    assert [json.loads(line)["step"] for line in open(path)] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- divergence
+
+
+def nan_gradient(x):
+    """0 with a NaN gradient: d sqrt(u)/du is infinite at 0, and inf * 0 is NaN."""
+    return jnp.sqrt(0.0 * jnp.mean(x))
+
+
+@pytest.mark.parametrize("replacement, named, not_named", [
+    ({"d_loss": lambda real, fake, t: losses.gan_d(real, fake, t) * jnp.nan}, ["d_loss", "d_grad_norm"], []),
+    ({"d_loss": lambda real, fake, t: losses.gan_d(real, fake, t) + nan_gradient(real)},
+     ["d_grad_norm", "d_param_norm"], ["d_loss"]),
+    ({"g_loss": lambda fake, t: losses.gan_g(fake, t) + nan_gradient(fake)},
+     ["g_grad_norm", "g_param_norm"], ["d_loss", "d_grad_norm", "d_param_norm"]),
+], ids=["nan_loss", "nan_d_gradient_finite_loss", "nan_g_gradient_finite_loss"])
+def test_a_nan_stops_training_naming_step_and_quantity_and_keeps_the_checkpoint(
+        two_steps, tmp_path, shared_cache_dir, monkeypatch, replacement, named, not_named):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(two_steps, workdir)
+    before = folder_digest(os.path.join(workdir, "checkpoints"))
+    poisoned = dataclasses.replace(losses.get("dragan"), **replacement)
+    monkeypatch.setattr(losses, "get", lambda name: poisoned)
+    with pytest.raises(train.DivergedError) as error:
+        train.train(smoke_config(data__cache_dir=shared_cache_dir, train__epochs=4 * 8 / 137), workdir)
+    message = str(error.value)
+    assert message.startswith("training diverged at step 3: ") and "\n" not in message
+    quantities = message.split(": ", 1)[1].split(" is not finite")[0].split(" are not finite")[0].split(", ")
+    assert set(named) <= set(quantities) and not set(not_named) & set(quantities), message
+    assert "the last checkpoint, step 2, is kept" in message
+    assert error.value.exit_code == 3
+    assert folder_digest(os.path.join(workdir, "checkpoints")) == before
+    assert logged_steps(workdir) == [1, 2]
+
+
+def test_divergence_exits_with_status_3_and_one_line(tmp_path, shared_cache_dir):
+    # Adam's first step moves every weight by about the learning rate: 1e30 overflows the norms.
+    workdir = str(tmp_path / "run")
+    result = subprocess.run(command("dcgan", workdir, ["--config.train.learning_rate=1e30",
+                                                        f"--config.data.cache_dir={shared_cache_dir}"]),
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stderr[-3000:]
+    line = one_error_line(result.stderr)
+    assert line.startswith("error: training diverged at step 1: ") and "param_norm" in line
+    assert "there is no checkpoint yet" in line
+    assert finished_steps(workdir) == [] and not half_written(workdir)
+
+
+# ---------------------------------------------------------------- nothing is pickled
+
+
+def test_checkpoints_hold_no_pickles(two_steps):
+    for directory, _, names in os.walk(os.path.join(two_steps, "checkpoints")):
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as f:
+                head = f.read(2)
+            assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), name
+    with open(os.path.join(two_steps, "checkpoints", "2", "meta", "metadata")) as f:
+        assert json.load(f)["step"] == 2
+
+
+def test_the_package_neither_unpickles_nor_runs_shell_commands_nor_expands_variables():
+    forbidden = re.compile(r"^\s*(import|from)\s+(c?pickle|dill|joblib|shelve|marshal)\b|pickle\.|allow_pickle=True"
+                           r"|shell=True|os\.system\(|os\.popen\(|expandvars\(|\beval\(")
+    package = os.path.join(ROOT, "mrigen")
+    for directory, _, names in os.walk(package):
+        for name in names:
+            if name.endswith(".py"):
+                with open(os.path.join(directory, name)) as f:
+                    for number, line in enumerate(f, 1):
+                        assert not forbidden.search(line), f"{name}:{number}: {line.strip()}"
