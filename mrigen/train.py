@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp

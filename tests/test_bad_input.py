@@ -12,7 +12,6 @@ odd sizes) are at the end, with what they become.
 
 import concurrent.futures
 import dataclasses
-import gzip
 import logging
 import os
 import shutil
@@ -203,7 +202,7 @@ CASES = [
     Case("variables_are_not_expanded", lambda r: [data_path("$HOME/x${USER}")],
          (f"data.path: {ROOT}/$HOME/x${{USER}} does not exist",)),
     Case("commands_are_not_run", lambda r: [data_path(f"$(touch {r}/pwned)`touch {r}/pwned`")],
-         (f"$(touch {{root}}/pwned)`touch {{root}}/pwned` does not exist",)),
+         ("$(touch {root}/pwned)`touch {root}/pwned` does not exist",)),
 ]
 
 
