@@ -9,11 +9,13 @@ from its checkpoint.
 
 Run:
   python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/experiment
-  python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=workdirs/experiment_cpu32   # README's table
+  python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=workdirs/experiment_cpu32   # all 15, small
   python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/dragan_only \
     --config.losses=dragan --config.budget_images=200000 --config.shared.data.path=/data/keras_png_slices_data
+  python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=workdirs/table3_cpu32 \
+    --config.runs=dcgan_dragan,srresnet_dragan,progan_wgan_gp   # Table 3's three rows (README)
   python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=DIR --dry_run   # the plan, nothing trained
-Variants after the colon: `cpu32` (all 15 runs at 32x32 in minutes on a CPU), `smoke` (tiny, tests).
+Variants after the colon: `cpu32` (32x32, tiny models, a CPU), `smoke` (tiny, tests).
 """
 
 import ml_collections
@@ -23,6 +25,7 @@ def get_config(variant=None):
     config = ml_collections.ConfigDict()
     config.models = ("dcgan", "srresnet", "progan")  # Architectures to train (on the command line: dcgan,progan).
     config.losses = ("gan", "lsgan", "wgan", "wgan_gp", "dragan")  # Losses each architecture is trained with.
+    config.runs = ()  # Instead of models x losses, these model_loss pairs (e.g. dcgan_dragan,progan_wgan_gp).
     # Each model's training config, file.py or file.py:variant; relative paths are from the repository root.
     config.base_configs = ml_collections.ConfigDict({
         "dcgan": "configs/dcgan.py",
@@ -50,8 +53,8 @@ def get_config(variant=None):
     config.collapse.sigma_fraction = 0.25  # sigma below this fraction of the held-out real sigma (equal N),
     config.collapse.diversity_fraction = 0.5  # or 1 - MS-SSIM below this fraction of the held-out real one's.
 
-    if variant == "cpu32":  # All 15 runs at 32x32 with tiny models: minutes on a 2-core CPU.
-        config.budget_images = 1600
+    if variant == "cpu32":  # 32x32, tiny models: 2-5 min per run on a shared 2-core CPU (~45 min for all 15).
+        config.budget_images = 3200  # About 23 epochs of the 137 MNI152 slices.
         config.base_configs.dcgan = "configs/dcgan.py:quick"
         config.base_configs.srresnet = "configs/srresnet.py:quick"
         config.base_configs.progan = "configs/progan.py:quick"

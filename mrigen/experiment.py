@@ -24,13 +24,12 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from typing import Optional
 
 import ml_collections
 import numpy as np
 
-from mrigen import data, evaluation, images, losses, models, run_config, sampling, tensorboard, train
+from mrigen import data, evaluation, images, losses, models, plots, run_config, sampling, tensorboard, train
 from mrigen.errors import UserError
 from mrigen.metrics.report import to_json
 
@@ -130,17 +129,25 @@ def plan(config, workdir: str, num_images: int) -> list[Run]:
     if config.budget_images < 0 or config.budget_seconds < 0:
         raise UserError("config.budget_images, config.budget_seconds: must not be negative")
     runs = []
-    for model in names(config.models, "models", models.ARCHITECTURES):
-        for loss in names(config.losses, "losses", losses.LOSSES):
-            run = base_config(config, model)
-            run.loss = loss
-            apply_budget(run, config.budget_images, num_images)
-            run_config.validate(run)
-            arch = models.build(run)
-            phases = train.schedule(arch, num_images, run.train.batch_size)
-            runs.append(Run(model, loss, run, os.path.join(workdir, f"{model}_{loss}"),
-                            phases[-1].end * run.train.batch_size))
+    for model, loss in selected_pairs(config):
+        run = base_config(config, model)
+        run.loss = loss
+        apply_budget(run, config.budget_images, num_images)
+        run_config.validate(run)
+        arch = models.build(run)
+        phases = train.schedule(arch, num_images, run.train.batch_size)
+        runs.append(Run(model, loss, run, os.path.join(workdir, f"{model}_{loss}"),
+                        phases[-1].end * run.train.batch_size))
     return runs
+
+
+def selected_pairs(config) -> list[tuple[str, str]]:
+    """(model, loss) of each run: config.runs if set ('progan_wgan_gp', ...), else models x losses."""
+    if config.get("runs"):
+        known = [f"{m}_{l}" for m in models.ARCHITECTURES for l in losses.LOSSES]
+        return [tuple(name.split("_", 1)) for name in names(config.runs, "runs", known)]
+    return [(model, loss) for model in names(config.models, "models", models.ARCHITECTURES)
+            for loss in names(config.losses, "losses", losses.LOSSES)]
 
 
 def load_data(config) -> data.Dataset:
@@ -237,15 +244,7 @@ def timing(workdir: str) -> dict:
     images/s is the median of the logged rates, leaving out each process's
     first record (it includes compiling).
     """
-    path = os.path.join(workdir, "stats.jsonl")
-    records = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue
+    records = plots.read_stats(workdir) if os.path.isfile(os.path.join(workdir, plots.STATS_FILE)) else []
     seconds, rates, previous = 0.0, [], None
     for record in records:
         if previous is not None and _same_process(previous, record):
@@ -312,7 +311,8 @@ def collapse_reasons(generated: dict, real: dict, rule) -> list[str]:
     if real_sigma and generated.get("sigma") is not None and generated["sigma"] < rule.sigma_fraction * real_sigma:
         reasons.append(f"sigma {generated['sigma']:.3g} < {rule.sigma_fraction} x real {real_sigma:.3g}")
     if generated.get("ms_ssim") is not None and real.get("ms_ssim") is not None:
-        diversity, real_diversity = 1.0 - generated["ms_ssim"], 1.0 - real["ms_ssim"]
+        # MS-SSIM of identical images can round to just above 1.
+        diversity, real_diversity = max(1.0 - generated["ms_ssim"], 0.0), 1.0 - real["ms_ssim"]
         if diversity < rule.diversity_fraction * real_diversity:
             reasons.append(f"1 - MS-SSIM {diversity:.3f} < {rule.diversity_fraction} x real {real_diversity:.3f}")
     return reasons
@@ -448,8 +448,6 @@ def save_combined_grid(results: dict, runs: list[Run], reals_path: str, path: st
 
     The first column shows training slices (first row only), for comparison.
     """
-    from mrigen import plots
-
     plt = plots.pyplot()
     models_ = list(dict.fromkeys(r.model for r in runs))
     losses_ = list(dict.fromkeys(r.loss for r in runs))

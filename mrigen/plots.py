@@ -73,10 +73,10 @@ def save_loss_curves(records: list[dict], path: str, title: str = "") -> None:
         ax.set_title(panel, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        for x, resolution in _stage_starts(records):
+        for x, label in _stage_starts(records):
             ax.axvline(x, color="gray", linestyle=":", linewidth=0.8)
             if ax is axes[0]:
-                ax.text(x, 1.0, f" {resolution}px", transform=ax.get_xaxis_transform(), fontsize=7,
+                ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=7,
                         va="top", color="gray")
     axes[-1].set_xlabel("thousands of real images shown (kimg)")
     if title:
@@ -85,12 +85,14 @@ def save_loss_curves(records: list[dict], path: str, title: str = "") -> None:
     save_figure(fig, path)
 
 
-def _stage_starts(records: list[dict]) -> list[tuple[float, int]]:
-    """(kimg, resolution) where each stage after the first begins."""
+def _stage_starts(records: list[dict]) -> list[tuple[float, str]]:
+    """(kimg, '16px fade-in' or '16px') where each stage after the first begins."""
     starts = []
     for previous, record in zip(records, records[1:]):
         if record.get("stage") != previous.get("stage"):
-            starts.append((previous["images_seen"] / 1000.0, record.get("resolution")))
+            fading = record.get("alpha", 1.0) < 1.0
+            starts.append((previous["images_seen"] / 1000.0,
+                           f"{record.get('resolution')}px{' fade-in' if fading else ''}"))
     return starts
 
 

@@ -164,6 +164,13 @@ def test_the_budget_sets_each_model_s_length(shared_cache_dir):
     assert progan.config.data.resolution == 32 and progan.config.arch.width == 1 / 32  # shared, then its base
 
 
+def test_runs_pick_pairs_instead_of_every_combination(shared_cache_dir):
+    config = smoke_experiment(shared_cache_dir, runs=("srresnet_wgan,dcgan_dragan",))
+    assert [r.name for r in experiment.plan(config, "DIR", 137)] == ["srresnet_wgan", "dcgan_dragan"]
+    with pytest.raises(UserError, match="config.runs: unknown name 'dcgan_hinge'"):
+        experiment.plan(smoke_experiment(shared_cache_dir, runs=("dcgan_hinge",)), "DIR", 137)
+
+
 def test_bad_experiment_fields_are_named(shared_cache_dir):
     with pytest.raises(UserError, match="config.losses: unknown name 'hinge'"):
         experiment.plan(smoke_experiment(shared_cache_dir, losses=("dragan,hinge",)), "DIR", 137)

@@ -157,3 +157,11 @@ def test_the_manifest_names_model_checkpoint_seed_and_count(trained, tmp_path):
     assert [nib.load(out / f).shape[2] for f in manifest["files"]] == [4, 4, 2]
     again = main_py(SMOKE, f"--workdir={trained}", "--mode=sample", "--format=nifti", f"--out={out}")
     assert_one_line_error(again, "already holds images", "--overwrite")
+
+
+def test_loss_curves_mark_where_each_progan_stage_begins():
+    records = [{"images_seen": 8, "stage": 0, "resolution": 4, "alpha": 1.0},
+               {"images_seen": 16, "stage": 1, "resolution": 8, "alpha": 0.1},
+               {"images_seen": 24, "stage": 1, "resolution": 8, "alpha": 0.9},
+               {"images_seen": 32, "stage": 2, "resolution": 8, "alpha": 1.0}]
+    assert plots._stage_starts(records) == [(0.008, "8px fade-in"), (0.024, "8px")]
