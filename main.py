@@ -1,5 +1,7 @@
 """mrigen command line: train, sample, evaluate or plot a brain-MRI GAN, or run the paper's experiment.
 
+  python main.py --config=configs/dcgan.py          # trains into workdirs/dcgan (the default --workdir)
+  python main.py --config=configs/dcgan.py:smoke --mode=sample   # samples the run in workdirs/dcgan_smoke
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --dry_run
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=sample --num_samples=100 --out=samples
@@ -9,7 +11,6 @@
   python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/experiment
 """
 
-import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -18,9 +19,10 @@ from ml_collections import config_flags
 from mrigen import cli, distributed
 from mrigen.errors import UserError
 
-config_flags.DEFINE_config_file("config", "configs/dcgan.py", "Config file (file.py or file.py:variant).",
+config_flags.DEFINE_config_file("config", cli.DEFAULT_CONFIG, "Config file (file.py or file.py:variant).",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and samples of this run.")
+flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and samples of this run "
+                    "(default: workdirs/<config file name>[_<variant>] in the current folder).")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do with the run in --workdir.")
 flags.DEFINE_integer("num_samples", 64, "--mode=sample: how many images to write.")
 flags.DEFINE_string("out", None, "--mode=sample/interpolate/evaluate/plots: output folder (default: inside --workdir).")
@@ -41,12 +43,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # parse_flags refused any argument that is not a flag
     logging.set_verbosity(logging.INFO)
-    # Orbax logs every file it writes through absl at INFO; mrigen logs through
-    # the standard library, so this keeps mrigen's INFO lines and Orbax's warnings.
-    std_logging.getLogger("absl").setLevel(std_logging.WARNING)
+    cli.configure_logging()
     try:
         distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                FLAGS.distributed_timeout)
@@ -57,14 +56,11 @@ def main(argv):
 
 
 def parse_flags(argv):
-    """absl's parser, with config errors reported on one line (exit 2) instead of a traceback."""
+    """absl's parser, with bad flags and config files reported on one line (exit 2) instead of a traceback."""
     try:
-        return FLAGS(argv)
-    except (flags.Error, KeyError, ValueError, AttributeError, TypeError, OSError) as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        # A config file that raised: ml_collections embeds its traceback; keep the exception line.
-        message = f"{lines[0]} {lines[-1]}" if "Traceback (most recent call last):" in lines else lines[0]
-        print(f"error: {message}", file=sys.stderr)
+        return cli.parse_flags(FLAGS, argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 

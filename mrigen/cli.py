@@ -1,39 +1,47 @@
 """What each `main.py --mode` does, given the parsed config and flags."""
 
+import difflib
 import logging
 import os
+import re
 
 import jax
+from absl import flags as absl_flags
 
-from mrigen import evaluation, images, sampling, train
-from mrigen.errors import UserError
+from mrigen import run_config
+from mrigen.errors import UserError, first_line
 
 MODES = ["train", "sample", "interpolate", "evaluate", "experiment", "plots"]
 DRY_RUN_MODES = ("train", "experiment")
+OUT_MODES = ("sample", "interpolate", "evaluate", "plots")
+# --config's default: the repository's configs/dcgan.py when the current folder has none.
+DEFAULT_CONFIG = ("configs/dcgan.py" if os.path.isfile("configs/dcgan.py")
+                  else os.path.join(run_config.REPO_ROOT, "configs", "dcgan.py"))
+WORKDIRS = "workdirs"  # Without --workdir, a run goes to workdirs/<config file stem>[_<variant>].
 
 
 def run(mode: str, config, workdir: str, flags) -> None:
-    """Dispatches one mode; bad input raises UserError."""
-    if not workdir:
-        raise UserError("--workdir: required (the folder of the run)")
+    """Dispatches one mode; bad input raises UserError. No workdir: the config's default one."""
     if mode not in MODES:
         raise UserError(f"--mode: unknown mode {mode!r}; choose one of {MODES}")
     check_config_kind(mode, config)
+    check_flags(mode, flags)
+    if not workdir:
+        workdir = default_workdir(config_spec(flags))
+        print(f"workdir: {workdir}", flush=True)
     if flags.dry_run:
         dry_run(mode, config)
         return
     logging.info("JAX devices: %s", jax.devices())
+    # Each mode imports what it uses: a bad flag is reported without loading the trainer or the metrics.
     if mode == "train":
+        from mrigen import train
+
         train.train(config, workdir)
     elif mode == "sample":
         sample(workdir, flags)
     elif mode == "interpolate":
-        sampler = sampling.load_sampler(workdir)
-        steps = 10
-        grid = sampling.interpolation(sampler, jax.random.PRNGKey(flags.sample_seed), rows=8, steps=steps)
-        path = os.path.join(flags.out or workdir, f"interpolation_step{sampler.step}.png")
-        images.save_grid(grid, path, columns=steps)
-        print(f"wrote {path}: 8 latent walks of {steps} images, {sampler.resolution}x{sampler.resolution}")
+        interpolate(workdir, flags)
     elif mode == "evaluate":
         evaluate(config, workdir, flags)
     elif mode == "experiment":
@@ -46,6 +54,160 @@ def run(mode: str, config, workdir: str, flags) -> None:
 
         paths = plots.write_run_plots(workdir, flags.out or workdir)
         print("wrote " + ", ".join(paths))
+
+
+def default_workdir(config_spec: str) -> str:
+    """'configs/dcgan.py:smoke' -> 'workdirs/dcgan_smoke' (relative to the current folder)."""
+    path, _, variant = config_spec.partition(":")
+    name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] + (f"_{variant}" if variant else "")
+    return os.path.join(WORKDIRS, re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run")
+
+
+def config_spec(flags) -> str:
+    """--config as given (file.py or file.py:variant), or its default."""
+    try:
+        return flags["config"].config_filename
+    except (KeyError, absl_flags.Error):
+        return DEFAULT_CONFIG
+
+
+def check_flags(mode: str, flags) -> None:
+    """Flags that cannot work with `mode`, named; checked before anything is read or written."""
+    if flags.out is not None and mode not in OUT_MODES:
+        raise UserError(f"--out: works with --mode={'/'.join(OUT_MODES)}, not {mode} "
+                        f"(training writes into --workdir)")
+    if flags.eval_images is not None and mode != "evaluate":
+        raise UserError(f"--eval_images: works with --mode=evaluate, not {mode}")
+    if flags.num_eval < 0:
+        raise UserError(f"--num_eval: {flags.num_eval} must be at least 0 (0: as many as the held-out real half)")
+    if flags.out is not None:
+        check_out(flags.out)
+
+
+def check_out(out: str) -> None:
+    """Raises UserError if --out cannot be (or become) a writable folder; creates nothing."""
+    if not out:
+        raise UserError("--out: empty path")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out: {out} exists and is not a folder")
+    existing = run_config.nearest_existing(os.path.abspath(out))
+    if not os.path.isdir(existing):
+        raise UserError(f"--out: cannot create {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out: {existing} is not writable")
+
+
+def configure_logging() -> None:
+    """mrigen's INFO lines, without the noise of the libraries under it."""
+    # Orbax logs every file it writes through absl at INFO; mrigen logs through
+    # the standard library, so this keeps mrigen's INFO lines and Orbax's warnings.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    # JAX probes every platform it knows and logs each one missing at INFO
+    # ("Unable to initialize backend 'tpu' ... libtpu.so" on every machine
+    # without a TPU). Only those lines are dropped: which platform JAX picks
+    # is untouched, and its warnings (a GPU found but unusable) still show.
+    logging.getLogger("jax._src.xla_bridge").addFilter(_drop_backend_probe_lines)
+
+
+def _drop_backend_probe_lines(record: logging.LogRecord) -> bool:
+    return not (record.levelno < logging.WARNING
+                and str(record.msg).startswith("Unable to initialize backend"))
+
+
+def parse_flags(flag_values, argv: list[str]) -> list[str]:
+    """absl's parsing of argv, with what a user can get wrong raised as one-line UserErrors.
+
+    --config is checked first, as ml_collections will load it (file, variant,
+    every --config.<field> override against the loaded config), so a missing
+    file or a mistyped field is named instead of surfacing as a traceback.
+    Returns argv without the flags (the program name only: arguments are refused).
+    """
+    try:
+        args = flag_values.read_flags_from_files(argv[1:], force_gnu=False)
+    except absl_flags.Error as e:
+        raise UserError(first_line(e)) from None
+    specs, overrides = _config_arguments(args)
+    config = None
+    for spec in specs or [DEFAULT_CONFIG]:
+        config = run_config.from_flag(spec, given=bool(specs))
+    for name in overrides:
+        run_config.check_override(config, name)
+    try:
+        remaining = flag_values(argv)
+    except absl_flags.IllegalFlagValueError as e:
+        raise UserError(_bad_value_message(e, flag_values, config)) from None
+    except absl_flags.UnrecognizedFlagError as e:
+        close = difflib.get_close_matches(e.flagname, list(flag_values), n=1)
+        raise UserError(f"--{e.flagname}: unknown flag" + (f" (did you mean --{close[0]}?)" if close else "")
+                        + "; python main.py --help lists them") from None
+    except (absl_flags.Error, KeyError, ValueError, AttributeError, TypeError, OSError) as e:
+        raise UserError(first_line(e)) from None
+    if len(remaining) > 1:
+        raise UserError(f"unexpected argument {remaining[1]!r}: flags take the form --name=value "
+                        f"(a config file is --config=FILE.py)")
+    return remaining
+
+
+def _config_arguments(args: list[str]) -> tuple[list[str], list[str]]:
+    """The values of every --config in args, in order, and the field paths of its overrides."""
+    specs, overrides = [], []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        given = re.match(r"^--?config(=(.*))?$", arg, re.DOTALL)
+        if given:
+            value = given.group(2) if given.group(1) else (args[i + 1] if i + 1 < len(args) else None)
+            if value is not None:
+                specs.append(value)
+        override = re.match(r"^--?(no)?config\.([^=]+)", arg)  # as ml_collections finds them
+        if override:
+            overrides.append(override.group(2))
+    return specs, overrides
+
+
+_KINDS = [(bool, "true or false"), (int, "an integer"), (float, "a number")]
+
+
+def _bad_value_message(error, flag_values, config) -> str:
+    """'--config.train.batch_size: expected an integer, got 'abc'' from absl's 'flag --NAME=VALUE: why'."""
+    message = str(error)
+    for name in sorted(flag_values, key=len, reverse=True):
+        prefix = f"flag --{name}="
+        if not message.startswith(prefix):
+            continue
+        value, _, reason = message[len(prefix):].partition(": ")
+        if name.startswith("config."):
+            field = name[len("config."):]
+            group = _field_value(config, field)
+            if hasattr(group, "keys"):
+                return (f"--{name}: {field} is a group of fields ({', '.join(sorted(group.keys()))}); "
+                        f"set one of them, e.g. --{name}.{sorted(group.keys())[0]}=...")
+            expected = next((words for kind, words in _KINDS if type(group) is kind), None)
+        else:
+            expected = _parser_kind(flag_values[name].parser)
+        if expected:
+            return f"--{name}: expected {expected}, got {value!r}"
+        return f"--{name}: {first_line(reason) if reason else 'invalid value'} (got {value!r})"
+    return first_line(error)
+
+
+def _field_value(config, field: str):
+    from ml_collections.config_flags import config_path
+
+    try:
+        return config_path.get_value(field, config)
+    except Exception:
+        return None
+
+
+def _parser_kind(parser):
+    if isinstance(parser, absl_flags.EnumParser):
+        return "one of " + ", ".join(parser.enum_values)
+    for kind, words in [(absl_flags.BooleanParser, "true or false"), (absl_flags.IntegerParser, "an integer"),
+                        (absl_flags.FloatParser, "a number")]:
+        if isinstance(parser, kind):
+            return words
+    return None
 
 
 def check_config_kind(mode: str, config) -> None:
@@ -74,7 +236,7 @@ def dry_run(mode: str, config) -> None:
 
 def sample(workdir: str, flags) -> None:
     """Writes --num_samples generated images in --format (png, oasis, nifti) with a manifest."""
-    from mrigen import export, run_config
+    from mrigen import export, sampling
 
     sampler = sampling.load_sampler(workdir)
     out = flags.out or os.path.join(workdir, f"generated_step{sampler.step}")
@@ -89,7 +251,20 @@ def sample(workdir: str, flags) -> None:
           f"and manifest.json to {out}")
 
 
+def interpolate(workdir: str, flags, rows: int = 8, steps: int = 10) -> None:
+    """Writes a grid of `rows` latent walks of `steps` images each."""
+    from mrigen import images, sampling
+
+    sampler = sampling.load_sampler(workdir)
+    grid = sampling.interpolation(sampler, jax.random.PRNGKey(flags.sample_seed), rows=rows, steps=steps)
+    path = os.path.join(flags.out or workdir, f"interpolation_step{sampler.step}.png")
+    images.save_grid(grid, path, columns=steps)
+    print(f"wrote {path}: {rows} latent walks of {steps} images, {sampler.resolution}x{sampler.resolution}")
+
+
 def evaluate(config, workdir: str, flags) -> None:
+    from mrigen import evaluation
+
     if flags.eval_images:
         out = flags.out or os.path.join(workdir, "eval_" + os.path.basename(os.path.normpath(flags.eval_images)))
         _, out = evaluation.evaluate_folder(config, flags.eval_images, out, flags.sample_seed)

@@ -1,13 +1,20 @@
 """Checking a config before anything runs, and recording it in the workdir."""
 
+import difflib
+import importlib.machinery
+import importlib.util
+import inspect
 import json
 import math
 import os
+import traceback
 from typing import Optional
 
 import ml_collections
 
-from mrigen.errors import UserError
+from mrigen.errors import UserError, first_line
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG_FILE = "config.json"
 # Fields a resumed run may change; any other difference means another experiment.
@@ -19,11 +26,14 @@ RESUMABLE_CHANGES = frozenset({
 
 
 def validate(config) -> None:
-    """Raises UserError naming the first field whose value cannot work."""
+    """Raises UserError naming the first shared field whose value cannot work.
+
+    Fields only one model reads (train.epochs, train.epochs_per_stage, ...) are
+    checked by that model's `build`.
+    """
     tc = config.train
     checks = [
         ("train.batch_size", tc.batch_size >= 1, "must be at least 1"),
-        ("train.epochs", math.isfinite(tc.epochs) and tc.epochs > 0, "must be positive and finite"),
         ("train.update_ratio", tc.update_ratio >= 1, "must be at least 1"),
         ("train.learning_rate", math.isfinite(tc.learning_rate) and tc.learning_rate > 0,
          "must be positive and finite"),
@@ -81,6 +91,9 @@ def to_json(config) -> str:
 def load(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir was trained with (its config.json)."""
     path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(workdir):
+        raise UserError(f"workdir: {workdir} does not exist; train a run there first (--mode=train), "
+                        f"or pass the run's folder as --workdir")
     if not os.path.isfile(path):
         raise UserError(f"{path}: not found; is {workdir} a mrigen workdir?")
     try:
@@ -98,7 +111,7 @@ def check_workdir(workdir: str, config) -> None:
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"workdir: {workdir} exists and is not a folder")
-    existing = _nearest_existing(os.path.abspath(workdir))
+    existing = nearest_existing(os.path.abspath(workdir))
     if not os.path.isdir(existing):
         raise UserError(f"workdir: cannot create {workdir}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -111,7 +124,7 @@ def check_workdir(workdir: str, config) -> None:
                             f"use a new --workdir to start a new run")
 
 
-def _nearest_existing(path: str) -> str:
+def nearest_existing(path: str) -> str:
     while not os.path.exists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
     return path
@@ -138,12 +151,138 @@ def write_config(workdir: str, config) -> None:
 
 
 def from_file(path: str, variant: Optional[str] = None) -> ml_collections.ConfigDict:
-    """`get_config(variant)` of a config file such as configs/dcgan.py."""
-    import importlib.util
-
+    """`get_config(variant)` of a config file such as configs/dcgan.py (its exceptions propagate)."""
     if not os.path.isfile(path):
         raise UserError(f"config: {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"mrigen_config_{os.path.basename(path)[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return _load_module(path).get_config(variant)
+
+
+def _load_module(path: str):
+    name = f"mrigen_config_{os.path.splitext(os.path.basename(path))[0]}"
+    # SourceFileLoader, as ml_collections uses: it reads any file name, not only *.py.
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def from_flag(spec: str, given: bool = True) -> ml_collections.ConfigDict:
+    """The config `--config=spec` names (file.py or file.py:variant), loaded as ml_collections loads it.
+
+    Raises a one-line UserError for a file that is missing, a folder, unreadable,
+    raises on import or has no get_config, and for a variant get_config refuses.
+    given: False when spec is --config's default (the message says so).
+    """
+    path, *variant = spec.split(":", 1)  # ml_collections calls get_config(*variant)
+    _check_config_file(path, "" if given else " (the default)")
+    try:
+        module = _load_module(path)
+    except SyntaxError as e:
+        raise UserError(f"--config: {_where(e, path)}SyntaxError: {e.msg}") from None
+    except Exception as e:  # a config file is user code: whatever it raises is reported on one line
+        raise UserError(f"--config: {_where(e, path)}{type(e).__name__}: {first_line(e)}") from None
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise UserError(f"--config: {path} defines no get_config(variant=None)")
+    if variant and not _accepts_one_argument(get_config):
+        raise UserError(f"--config: {path} has no variants (its get_config takes no argument); "
+                        f"drop ':{variant[0]}'")
+    try:
+        config = get_config(*variant)
+    except ValueError as e:  # the config files' way to refuse a variant; the message names the known ones
+        raise UserError(f"--config: {first_line(e)}" if variant else
+                        f"--config: {_where(e, path)}ValueError: {first_line(e)}") from None
+    except KeyError as e:
+        if variant and e.args[:1] == (variant[0],):
+            raise UserError(f"--config: unknown variant {variant[0]!r} of {path}") from None
+        raise UserError(f"--config: {_where(e, path)}KeyError: {first_line(e)}") from None
+    except Exception as e:
+        raise UserError(f"--config: {_where(e, path)}{type(e).__name__}: {first_line(e)}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserError(f"--config: {spec}: get_config returned {type(config).__name__}, not a ConfigDict")
+    return config
+
+
+def _check_config_file(path: str, default: str) -> None:
+    if not path:
+        raise UserError("--config: empty path; give a config file such as configs/dcgan.py")
+    if os.path.isdir(path):
+        names = _config_files(path)
+        raise UserError(f"--config: {path}{default} is a folder, not a config file"
+                        + (f"; it holds {', '.join(names)}" if names else ""))
+    if not os.path.exists(path):
+        raise UserError(f"--config: {path}{default} does not exist{_missing_config_hint(path)}")
+    if not os.path.isfile(path):
+        raise UserError(f"--config: {path}{default} is not a regular file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise UserError(f"--config: cannot read {path} ({e.strerror})") from None
+
+
+def _config_files(folder: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(folder) if n.endswith(".py") and not n.startswith("_"))
+    except OSError:
+        return []
+
+
+def _missing_config_hint(path: str) -> str:
+    if not os.path.isabs(path):
+        in_repo = os.path.join(REPO_ROOT, path)
+        if os.path.isfile(in_repo) and os.path.abspath(path) != in_repo:
+            return f" in {os.getcwd()} (relative paths are from there); did you mean {in_repo}?"
+    folder = os.path.dirname(path)
+    names = _config_files(folder or ".")
+    close = difflib.get_close_matches(os.path.basename(path), names, n=1)
+    if close:
+        return f" (did you mean {os.path.join(folder, close[0])}?)"
+    return f" ({folder or '.'}/ holds {', '.join(names)})" if names else ""
+
+
+def _accepts_one_argument(function) -> bool:
+    try:
+        inspect.signature(function).bind("variant")
+    except TypeError:
+        return False
+    except ValueError:  # no signature to inspect: let the call decide
+        pass
+    return True
+
+
+def _where(error: BaseException, path: str) -> str:
+    """'configs/x.py, line 12: ' for the deepest frame of `error` in the config file at `path`."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f"{path}, line {error.lineno}: "
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.abspath(frame.filename) == os.path.abspath(path)]
+    return f"{path}, line {lines[-1]}: " if lines else f"{path}: "
+
+
+def check_override(config, dotted: str) -> None:
+    """Raises UserError when `--config.<dotted>` names no field of `config`.
+
+    A miss names the group it was looked up in and the closest field:
+    "--config.data.pth: no such field 'pth' in data (did you mean 'path'?)".
+    """
+    from ml_collections.config_flags import config_path
+
+    try:
+        parts = config_path.split(dotted)
+    except Exception:  # a malformed path: ml_collections' own parser reports it
+        return
+    node, walked = config, []
+    for part in parts:
+        if not isinstance(part, str) or node is None:  # an index, or a placeholder ml_collections fills in
+            return
+        group = ".".join(walked)
+        if not isinstance(node, (ml_collections.ConfigDict, dict)):
+            raise UserError(f"--config.{dotted}: {group} is a {type(node).__name__}, not a group of fields")
+        if part not in node:
+            where = f" in {group}" if group else ""
+            close = difflib.get_close_matches(part, list(node.keys()), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; its fields: {', '.join(sorted(node.keys()))}"
+            raise UserError(f"--config.{dotted}: no such field {part!r}{where}{hint}")
+        node = node[part]
+        walked.append(part)

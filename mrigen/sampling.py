@@ -71,7 +71,8 @@ def load_sampler(workdir: str) -> Sampler:
     try:
         if ckpt.latest_step() is None:
             raise UserError(f"workdir: {workdir} holds no checkpoint; train first")
-        state = state_lib.restore_or_init(ckpt, arch, state_lib.create_optimizer(config.train), config)
+        state = state_lib.restore_or_init(ckpt, arch, state_lib.create_optimizer(config.train), config,
+                                          resume=False)
     finally:
         ckpt.close()
     stage = arch.stages[int(state["stage"])]

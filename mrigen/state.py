@@ -82,11 +82,14 @@ def grow_state(state: State, arch: Architecture, stage: Stage, optimizer, config
     return grown
 
 
-def restore_or_init(ckpt: checkpoint.Checkpointer, arch: Architecture, optimizer, config) -> State:
+def restore_or_init(ckpt: checkpoint.Checkpointer, arch: Architecture, optimizer, config,
+                    resume: bool = True) -> State:
     """The latest checkpoint's state if there is one, else a fresh state.
 
     A checkpoint of another model or resolution, or a damaged one, raises
     UserError: a run never silently starts over in a workdir that holds one.
+    resume: False when the caller only reads the state (sampling, evaluation):
+    it logs "Loaded checkpoint N" rather than "Resuming from".
     """
     first = arch.stages[0]
     latest = ckpt.latest_step()
@@ -99,7 +102,10 @@ def restore_or_init(ckpt: checkpoint.Checkpointer, arch: Architecture, optimizer
     # Replicated over this run's devices, whatever topology wrote the checkpoint.
     sharding = parallel.replicated(parallel.data_mesh())
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), target)
-    logging.info("Resuming from %s, step %d (stage %d)", ckpt.directory, latest, stage.index)
+    if resume:
+        logging.info("Resuming from %s, step %d (stage %d)", ckpt.directory, latest, stage.index)
+    else:
+        logging.info("Loaded checkpoint %d of %s (stage %d)", latest, ckpt.directory, stage.index)
     return ckpt.restore(latest, target)
 
 

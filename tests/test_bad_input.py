@@ -196,6 +196,16 @@ CASES = [
          ("workdir: {root}/run holds no checkpoint; train first",)),
     Case("sample_from_a_folder_that_is_no_run", lambda r: ["--mode=sample", f"--workdir={folder(r, 'data')}"],
          ("{root}/data/config.json: not found; is {root}/data a mrigen workdir?",), trained_run=False),
+    Case("sample_from_a_workdir_that_does_not_exist", lambda r: ["--mode=sample", f"--workdir={r}/nowhere"],
+         ("workdir: {root}/nowhere does not exist; train a run there first",), trained_run=False),
+    # --mode=evaluate --eval_images: the folder is named as the flag the user gave, never as data.path.
+    Case("eval_images_missing", lambda r: ["--mode=evaluate", f"--eval_images={r}/nowhere"],
+         ("error: --eval_images: {root}/nowhere does not exist",)),
+    Case("eval_images_empty_folder", lambda r: ["--mode=evaluate", f"--eval_images={folder(r, 'mine')}"],
+         ("error: --eval_images: {root}/mine holds no PNG slices or NIfTI/Analyze volumes",)),
+    Case("out_inside_a_file", lambda r: (open(os.path.join(r, "file"), "w").close(),
+                                         ["--mode=interpolate", f"--out={r}/file/out"])[1],
+         ("error: --out: cannot create {root}/file/out: {root}/file is not a folder",)),
     # Paths are taken literally: only a leading ~ is expanded, nothing runs.
     Case("home_is_expanded", lambda r: [data_path("~/mrigen-no-such-folder")],
          (f"data.path: {os.path.expanduser('~')}/mrigen-no-such-folder does not exist",)),
