@@ -1,6 +1,6 @@
 """A PyTorch eager reference of the paper's DCGAN + DRAGAN iteration, for benchmarks only.
 
-Same layers as mrigen/models/dcgan.py (SPEC section 2), same iteration as
+Same layers as mrigen/models/dcgan.py (docs/models.md), same iteration as
 mrigen/train.py: one D step with the DRAGAN penalty (lambda 0.25, label
 smoothing 0.9), then 3 G steps on the same z, Adam(2e-4, 0.5, 0.999).
 """

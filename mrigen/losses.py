@@ -1,4 +1,4 @@
-"""The five adversarial losses of the paper (SPEC section 3), by name.
+"""The five adversarial losses of the paper (docs/losses.md), by name.
 
 Each loss is a pair of functions on D's raw outputs (logits / critic values),
 plus, for WGAN-GP and DRAGAN, where to evaluate the gradient penalty, and for

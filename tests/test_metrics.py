@@ -1,4 +1,4 @@
-"""Evaluation metrics against direct numpy computations of SPEC section 5's formulas."""
+"""Evaluation metrics against direct numpy computations of the formulas in docs/metrics.md."""
 
 import json
 import os

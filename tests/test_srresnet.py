@@ -1,4 +1,4 @@
-"""SRResNet: layer shapes pinned to SPEC section 2 (srresgan1.py), the resolution rule, a smoke run."""
+"""SRResNet: layer shapes pinned to docs/models.md (srresgan1.py), the resolution rule, a smoke run."""
 
 import importlib.util
 import os

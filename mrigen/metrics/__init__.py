@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC section 5), pure numpy, no pretrained networks.
+"""Evaluation metrics (docs/metrics.md), pure numpy, no pretrained networks.
 
 The paper's rho, sigma, delta (pca), and beyond the paper SWD (swd), MS-SSIM
 diversity (msssim), PCA-FD (frechet) and a nearest-neighbour memorization

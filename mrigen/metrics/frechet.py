@@ -1,6 +1,6 @@
 """PCA-FD: Frechet distance between Gaussians fitted in the training set's PCA space.
 
-An offline stand-in for FID (SPEC section 5): no pretrained network, the
+An offline stand-in for FID (docs/metrics.md): no pretrained network, the
 features are the coordinates of each image (centered on the training mean)
 along the training basis directions.
 """

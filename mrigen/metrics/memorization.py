@@ -1,4 +1,4 @@
-"""Memorization check beyond the paper (SPEC section 5).
+"""Memorization check beyond the paper (docs/metrics.md).
 
 Each generated image's L2 distance to its nearest training image, set
 against the training images' own nearest-neighbour distances (leave one

@@ -1,4 +1,4 @@
-"""MS-SSIM diversity of one image set (SPEC section 5).
+"""MS-SSIM diversity of one image set (docs/metrics.md).
 
 Mean MS-SSIM over random pairs of images of the same set: lower is more
 diverse. 5 scales with weights 0.0448, 0.2856, 0.3001, 0.2363, 0.1333;

@@ -1,4 +1,4 @@
-"""The paper's metrics (SPEC section 5): PCA basis, realism rho, total variation sigma and delta.
+"""The paper's metrics (docs/metrics.md): PCA basis, realism rho, total variation sigma and delta.
 
 All image inputs are [N, H, W, 1] or [N, H, W], float32 in [-1, 1] (uint8 is
 mapped by x / 127.5 - 1). Images are flattened to D = H * W values.
@@ -38,7 +38,7 @@ class PCABasis:
 
 def fit_pca_basis(train_images, n_components: int = 16, svd_solver: str = 'randomized',
                   seed: int = 0, n_oversamples: int = 50, iterated_power: int = 10) -> PCABasis:
-    """Fits the PCA basis of SPEC section 5 with scikit-learn.
+    """Fits the 16-direction PCA basis of the paper's metrics with scikit-learn.
 
     train_images: [N, H, W(, 1)] in [-1, 1]. Returns the mean image and the
     n_components leading unit directions. The randomized solver is seeded;
@@ -143,7 +143,7 @@ def realism_from_projection(coords: np.ndarray, sq_norm: np.ndarray, n_component
 
 
 def realism(images, basis: PCABasis, n_components: int = 16):
-    """Realism rho (SPEC section 5) of a set against the training basis.
+    """Realism rho (docs/metrics.md) of a set against the training basis.
 
     images: [N, H, W(, 1)] in [-1, 1]. For each image g, v = (g - mu) / ||g - mu||
     and rho(g) = sqrt(sum_i (E_i . v)^2) over the n_components leading
@@ -216,7 +216,7 @@ def covariance_spectrum(images, *, fraction: float = 0.01, exact_max_n: int = 25
 
 
 def total_variation(images, **kwargs):
-    """Total variation sigma and delta of SPEC section 5.
+    """Total variation sigma and delta (docs/metrics.md).
 
     images: [N, H, W(, 1)] in [-1, 1]. Returns (sigma, delta, N): sigma the trace
     of np.cov(Y) with images as rows (it grows with N: compare equal-size

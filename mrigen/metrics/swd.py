@@ -1,6 +1,6 @@
 """Sliced Wasserstein distance between two image sets on Laplacian pyramids.
 
-Karras et al. 2018 (ProGAN), as SPEC section 5 restates it: pyramid levels
+Karras et al. 2018 (ProGAN), as docs/metrics.md restates it: pyramid levels
 from full resolution down to 16x16 (5x5 binomial filter, mirror padding),
 128 random 7x7 patches per image per level, each set's patches normalized by
 their own mean and standard deviation, 4 repeats x 128 random unit
@@ -121,7 +121,7 @@ def _take(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def swd(images_a, images_b, max_images: int | None = 2048, seed: int = 0) -> dict:
-    """SWD between two image sets (SPEC section 5), x 1e3, per level and averaged.
+    """SWD between two image sets (docs/metrics.md), x 1e3, per level and averaged.
 
     images_a, images_b: [N, H, W(, 1)] in [-1, 1], same H, W. Both sets are cut
     to the same size, min(N_a, N_b, max_images), by a seeded random choice.
