@@ -8,6 +8,7 @@ growing stages and is ignored elsewhere.
 """
 
 import dataclasses
+import math
 from typing import Callable
 
 import flax.linen as nn
@@ -87,6 +88,14 @@ def unit_gaussian_latent(key: jax.Array, n: int, latent_dim: int) -> jax.Array:
     """z ~ N(0, I) normalized to unit L2 norm: [n, latent_dim] float32."""
     z = jax.random.normal(key, (n, latent_dim))
     return z / jnp.sqrt(jnp.sum(z * z, axis=1, keepdims=True) + 1e-8)
+
+
+def positive_epochs(config, field: str) -> float:
+    """config.train.<field>, a stage's length in passes over the data; UserError unless positive and finite."""
+    value = config.train.get(field)
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"config.train.{field}: {value!r} must be positive and finite")
+    return float(value)
 
 
 def compute_dtype(config) -> jnp.dtype:

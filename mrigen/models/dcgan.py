@@ -1,4 +1,4 @@
-"""DCGAN (SPEC section 2; the paper's Tables 1-2 and dcgan3.py).
+"""DCGAN (docs/models.md; the paper's Tables 1-2 and dcgan3.py).
 
 The layer sequence is the paper's at every resolution: the generator starts
 from a (resolution / 32)-pixel square instead of 8 pixels, so 256 px gives the
@@ -92,7 +92,7 @@ def build(config) -> base.Architecture:
         name="dcgan",
         resolution=resolution,
         latent_dim=config.arch.latent_dim,
-        epochs=config.train.epochs,
+        epochs=base.positive_epochs(config, "epochs"),
         make_generator=lambda: Generator(resolution, width, dtype, default_subpixel()),
         make_discriminator=lambda: Discriminator(resolution, width, dtype),
         latent_fn=uniform_latent,

@@ -1,4 +1,4 @@
-"""Progressively grown GAN (SPEC section 2; progan5.py and Karras et al. 2018).
+"""Progressively grown GAN (docs/models.md; progan5.py and Karras et al. 2018).
 
 The networks grow from 4x4 to the configured resolution, one resolution per
 two stages: a fade-in stage, where the new block is blended in with weight
@@ -24,7 +24,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mrigen.errors import UserError
 from mrigen.models import base
 from mrigen.models.layers import minibatch_stddev
 
@@ -253,13 +252,11 @@ def build(config) -> base.Architecture:
     resolution = config.data.resolution
     if not 4 <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
         raise base.bad_resolution("progan", resolution, f"a power of two from 4 to {MAX_RESOLUTION}")
-    if not config.train.epochs_per_stage > 0:
-        raise UserError(f"config.train.epochs_per_stage: {config.train.epochs_per_stage!r} must be positive")
     return ProGAN(
         name="progan",
         resolution=resolution,
         latent_dim=config.arch.latent_dim,
-        epochs_per_stage=config.train.epochs_per_stage,
+        epochs_per_stage=base.positive_epochs(config, "epochs_per_stage"),
         width=config.arch.width,
         use_pixel_norm=config.arch.pixel_norm,
         dtype=base.compute_dtype(config),

@@ -1,4 +1,4 @@
-"""SRResNet GAN (SPEC section 2; srresgan1.py and the paper's section 2.1).
+"""SRResNet GAN (docs/models.md; srresgan1.py and the paper's section 2.1).
 
 At 256 px this is the paper's model exactly. Other resolutions keep the
 layer pattern:
@@ -147,7 +147,7 @@ def build(config) -> base.Architecture:
         name="srresnet",
         resolution=resolution,
         latent_dim=config.arch.latent_dim,
-        epochs=config.train.epochs,
+        epochs=base.positive_epochs(config, "epochs"),
         make_generator=lambda: Generator(resolution, width, dtype),
         make_discriminator=lambda: Discriminator(resolution, width, dtype),
         latent_fn=base.unit_gaussian_latent,

@@ -1,0 +1,79 @@
+"""The fields every model's config shares, and the `quick` and `smoke` variants.
+
+configs/dcgan.py, configs/srresnet.py and configs/progan.py start from
+`get_config()` and set only what is their own; the defaults here are the
+paper's (256 px, batch 64, Adam). `shrink(config, variant)` turns any of them
+into a CPU-sized run.
+"""
+
+import ml_collections
+
+VARIANTS = ("quick", "smoke")
+
+
+def get_config(model: str, loss: str) -> ml_collections.ConfigDict:
+    """The shared fields at the paper's values for `model` trained with `loss`."""
+    config = ml_collections.ConfigDict()
+    config.model = model  # Architecture: dcgan, srresnet or progan.
+    config.loss = loss  # gan, lsgan, wgan, wgan_gp or dragan.
+    config.seed = 0  # Seeds initialization, batches, latents and penalties.
+
+    config.data = ml_collections.ConfigDict()
+    config.data.path = ""  # PNG folder, NIfTI/Analyze file or folder; "" = embedded MNI152 template.
+    config.data.resolution = 256  # Side length of the training images (a power of two).
+    config.data.include_segmentation = False  # Also read *_seg_* folders (OASIS masks).
+    config.data.min_foreground = 0.05  # Volumes: drop axial slices with less brain than this fraction.
+    config.data.cache_dir = "~/.cache/mrigen"  # Decoded datasets are cached here ("" = no cache).
+
+    config.arch = ml_collections.ConfigDict()
+    config.arch.width = 1.0  # Multiplies every channel count (1.0 = the paper's model).
+    config.arch.latent_dim = 256  # Size of z.
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 64  # Global batch, split across all devices.
+    config.train.learning_rate = 2e-4  # Adam step size (G and D).
+    config.train.b1 = 0.5  # Adam beta1.
+    config.train.b2 = 0.999  # Adam beta2.
+    config.train.update_ratio = 1  # G updates after each D update, on the same z.
+    config.train.real_target = 0.9  # One-sided label smoothing: target for real images (gan, lsgan, dragan).
+    config.train.penalty_weight = 0.25  # lambda of the gradient penalty (wgan_gp, dragan).
+    config.train.clip_value = 0.01  # wgan: critic weights clipped to [-c, c].
+    config.train.drift = 0.0  # Weight of the drift term D(x)^2 in D's loss (ProGAN uses 0.001).
+    config.train.compute_dtype = "float32"  # float32 or bfloat16 activations (parameters stay float32).
+
+    config.log_every_steps = 50  # One line in stats.jsonl (and the progress bar) per this many steps.
+    config.sample_every_steps = 500  # Fixed-latent sample grid in samples/ every this many steps.
+    config.checkpoint_every_steps = 1000  # Checkpoint interval (also saved at the end).
+    config.keep_checkpoints = 3  # How many recent checkpoints to keep.
+    config.num_grid_samples = 64  # Images in each sample grid.
+    config.eval_every_steps = 0  # Cheap metrics (rho, sigma, delta, MS-SSIM) in stats.jsonl every this many steps; 0 = off.
+    config.eval_num_images = 64  # Generated images those metrics use.
+    return config
+
+
+def shrink(config: ml_collections.ConfigDict, variant: str, file: str) -> ml_collections.ConfigDict:
+    """`config` made small: `quick` (64x64, a CPU in minutes) or `smoke` (tiny, for tests).
+
+    The length of the run (epochs) is each model's own and set by its file.
+    Raises ValueError naming `file` for any other variant.
+    """
+    if variant == "quick":
+        config.data.resolution = 64
+        config.arch.width = 0.125
+        config.arch.latent_dim = 64
+        config.train.batch_size = 16
+        config.log_every_steps = 10
+        config.sample_every_steps = 100
+        config.checkpoint_every_steps = 200
+    elif variant == "smoke":
+        config.data.resolution = 32
+        config.arch.width = 1 / 32
+        config.arch.latent_dim = 16
+        config.train.batch_size = 8
+        config.log_every_steps = 1
+        config.sample_every_steps = 2
+        config.checkpoint_every_steps = 2
+        config.num_grid_samples = 8
+    else:
+        raise ValueError(f"unknown variant {variant!r} of {file}; known: {', '.join(VARIANTS)}")
+    return config
