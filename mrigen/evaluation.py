@@ -15,7 +15,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from mrigen import data, metrics, sampling
+from mrigen import data, images, metrics, models, sampling
 from mrigen.errors import UserError
 from mrigen.metrics import memorization, pca, report
 
@@ -74,7 +74,8 @@ def evaluate(dataset: data.Dataset, generated: np.ndarray, out_dir: str, cache_d
     results["source"] = {"training data": dataset.source, "generated": label,
                          "split": f"{len(reference)} reference / {len(holdout)} held-out real images"}
     report.write_report(results, out_dir)
-    report.save_side_by_side_png(reference, generated, os.path.join(out_dir, "real_vs_generated.png"))
+    report.save_side_by_side_png(images.representative(reference, 8, seed), generated,
+                                 os.path.join(out_dir, "real_vs_generated.png"))
     pairs = {"closest_pairs": results["sets"]["generated"]["closest_pairs"]}
     memorization.save_closest_pairs_png(generated, reference, pairs, os.path.join(out_dir, "closest_pairs.png"))
     return results
@@ -93,6 +94,38 @@ def training_metrics(generated: np.ndarray, basis: pca.PCABasis, seed: int = 0) 
             "eval_ms_ssim": float(metrics.msssim.ms_ssim_diversity(generated, 200, seed))}
 
 
+class TrainingEvaluator:
+    """Every `eval_every_steps` steps, `training_metrics` of images from fixed latents.
+
+    The PCA basis is that of the whole training set (cached beside the data);
+    results join the next stats.jsonl record as eval_* fields. Off when
+    eval_every_steps is 0.
+    """
+
+    def __init__(self, config, dataset: data.Dataset, arch: models.base.Architecture):
+        self.every = config.get("eval_every_steps", 0)
+        self.arch = arch
+        self._results = {}
+        if self.every:
+            self.basis = pca_basis(dataset, config.data.cache_dir)
+            count = config.get("eval_num_images", 64)
+            self.z = arch.sample_latent(jax.random.PRNGKey(config.seed + 2), count)
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0
+
+    def run(self, state: dict) -> None:
+        stage = self.arch.stages[int(state["stage"])]
+        fake = np.asarray(sampling.generate(self.arch.generator(stage), state["g"], self.z, state["alpha"]))
+        if fake.shape[1] != self.basis.image_shape[0]:
+            return  # ProGAN below full size: the PCA space exists at full resolution only.
+        self._results = training_metrics(fake, self.basis)
+
+    def take_results(self) -> dict:
+        results, self._results = self._results, {}
+        return results
+
+
 def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, seed: int) -> tuple[dict, str]:
     """Evaluates the latest checkpoint in `workdir` against its training data."""
     sampler = sampling.load_sampler(workdir)
@@ -106,8 +139,14 @@ def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, s
 
 def evaluate_folder(config, images_path: str, out_dir: str, seed: int) -> tuple[dict, str]:
     """Evaluates a folder of images made by any tool against the config's training data."""
+    try:
+        generated_u8 = data.load_dataset(images_path, config.data.resolution, include_segmentation=True).images
+    except UserError as e:  # data.py names data.path, the field it reads; here the folder is --eval_images
+        message = str(e)
+        if message.startswith("data.path: "):
+            raise UserError("--eval_images: " + message[len("data.path: "):]) from None
+        raise
     dataset = _training_data(config, config.data.resolution)
-    generated_u8 = data.load_dataset(images_path, config.data.resolution, include_segmentation=True).images
     generated = np.asarray(generated_u8, np.float32) / 127.5 - 1.0
     return evaluate(dataset, generated, out_dir, config.data.cache_dir, seed, images_path), out_dir
 

@@ -40,3 +40,15 @@ def save_png(image_u8: np.ndarray, path: str) -> None:
 def save_grid(images: np.ndarray, path: str, columns: Optional[int] = None) -> None:
     """`grid` written to `path` as PNG."""
     save_png(grid(images, columns), path)
+
+
+def representative(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """`count` of `images` ([N, ...]) chosen at random with `seed`, kept in their order (all if N <= count).
+
+    Grids of real data show such a choice, not the first files: those are often
+    one end of the brain.
+    """
+    if len(images) <= count:
+        return images
+    chosen = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
+    return images[np.sort(chosen)]

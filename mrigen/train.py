@@ -1,13 +1,8 @@
 """Training: the jitted GAN step, the stage schedule, and the loop."""
 
 import dataclasses
-import json
 import logging
-import math
 import os
-import signal
-import threading
-import time
 from typing import Callable, Optional
 
 import jax
@@ -16,9 +11,12 @@ import numpy as np
 import optax
 
 from mrigen import (checkpoint, data, distributed, evaluation, images, losses, models, parallel, plots, run_config,
-                    sampling, tensorboard)
-from mrigen.state import State, checkpoint_meta, create_optimizer, grow_state, restore_or_init
+                    sampling)
+from mrigen.divergence import DivergedError, check_finite  # noqa: F401 (DivergedError: part of train's API)
 from mrigen.errors import UserError
+from mrigen.progress import ProgressReporter
+from mrigen.signals import Interrupted, StopSignals
+from mrigen.state import State, checkpoint_meta, create_optimizer, grow_state, restore_or_init
 from mrigen.models.base import Architecture, Stage, real_images_for_stage
 
 
@@ -159,6 +157,30 @@ def schedule(arch: Architecture, num_images: int, batch_size: int) -> list[Phase
 # ---------------------------------------------------------------- the loop
 
 
+@dataclasses.dataclass
+class Run:
+    """What a training run holds beside its state: the parts every step of the loop uses."""
+
+    config: object
+    workdir: str
+    arch: Architecture
+    loss: losses.Loss
+    optimizer: object
+    mesh: object
+    dataset: data.Dataset
+    dataset_on_device: jax.Array
+    checkpointer: checkpoint.Checkpointer
+    progress: ProgressReporter
+    stop: StopSignals
+    evaluator: evaluation.TrainingEvaluator
+    grid_z: jax.Array
+
+    @property
+    def writes(self) -> bool:
+        """Process 0 writes grids, stats and plots; the others only compute."""
+        return self.progress.writes
+
+
 def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     """Trains `config`'s model in `workdir`, resuming from its latest checkpoint.
 
@@ -196,276 +218,105 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
                                   stop.received)
             if distributed.is_main_process():
                 run_config.write_config(workdir, config)
-            return _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir,
-                          time_budget_s)
+            phases = schedule(arch, len(dataset), config.train.batch_size)
+            replicated = parallel.replicated(mesh)
+            progress = ProgressReporter(workdir, phases[-1].end * config.train.batch_size,
+                                        int(state["images_seen"]), int(state["step"]), time_budget_s,
+                                        writes=distributed.is_main_process())
+            try:
+                run = Run(config, workdir, arch, loss, optimizer, mesh, dataset,
+                          jax.device_put(dataset.images, replicated), ckpt, progress, stop,
+                          evaluation.TrainingEvaluator(config, dataset, arch),
+                          arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples))
+                state = _train(run, jax.device_put(state, replicated), phases)
+            finally:
+                progress.close()
         finally:
             ckpt.close()
-
-
-def _train(state, config, arch, loss, optimizer, dataset, mesh, ckpt, stop, workdir,
-           time_budget_s=None) -> State:
-    replicated = parallel.replicated(mesh)
-    state = jax.device_put(state, replicated)
-    dataset_on_device = jax.device_put(dataset.images, replicated)
-
-    phases = schedule(arch, len(dataset), config.train.batch_size)
-    total_images = phases[-1].end * config.train.batch_size
-    reals_path = os.path.join(workdir, "reals.png")
-    if distributed.is_main_process() and not os.path.exists(reals_path):
-        images.save_grid(data.to_float(dataset.images[:config.num_grid_samples]), reals_path)
-    grid_z = arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples)
-    evaluator = TrainingEvaluator(config, dataset, arch)
-
-    progress = ProgressReporter(workdir, total_images, int(state["images_seen"]), int(state["step"]),
-                                time_budget_s, writes=distributed.is_main_process())
-    try:
-        for phase in phases:
-            if int(state["step"]) >= phase.end:
-                continue
-            if int(state["stage"]) < phase.stage.index:
-                state = jax.device_put(grow_state(state, arch, phase.stage, optimizer, config), replicated)
-            state = _train_phase(state, phase, arch, loss, optimizer, config, len(dataset), mesh,
-                                 dataset_on_device, ckpt, progress, grid_z, workdir, stop, evaluator)
-            if progress.out_of_time():  # Not into the next stage either.
-                break
-        final_step = int(state["step"])
-        if ckpt.latest_step() != final_step:
-            ckpt.save(final_step, state, checkpoint_meta(state, arch), force=True)
-        _save_sample_grid(state, arch, grid_z, workdir, progress)
-    finally:
-        progress.close()
-    try:
-        if distributed.is_main_process():
-            plots.write_run_plots(workdir)
-    except Exception as e:  # A plot must not fail a finished run.
-        logging.warning("could not write the plots of %s: %s", workdir, e)
+    if distributed.is_main_process():
+        _write_plots(workdir)
+        print(progress.summary(workdir), flush=True)
     return state
 
 
-def _train_phase(state, phase: Phase, arch, loss, optimizer, config, num_images, mesh,
-                 dataset_on_device, ckpt, progress, grid_z, workdir, stop, evaluator) -> State:
-    stage = phase.stage
-    step_fn = make_train_step(arch, stage, phase.start, phase.steps, loss, optimizer,
-                              config.train, num_images, mesh)
-    progress.stage_label = (f"stage {stage.index + 1}/{len(arch.stages)} {stage.resolution}px"
-                            if len(arch.stages) > 1 else "")
+def _train(run: Run, state: State, phases: list[Phase]) -> State:
+    """Every phase the checkpoint has not finished, then a final checkpoint and sample grid."""
+    reals_path = os.path.join(run.workdir, "reals.png")
+    if run.writes and not os.path.exists(reals_path):
+        shown = images.representative(run.dataset.images, run.config.num_grid_samples, run.config.seed)
+        images.save_grid(data.to_float(shown), reals_path)
+    for phase in phases:
+        if int(state["step"]) >= phase.end:
+            continue
+        if int(state["stage"]) < phase.stage.index:
+            state = jax.device_put(grow_state(state, run.arch, phase.stage, run.optimizer, run.config),
+                                   parallel.replicated(run.mesh))
+        state = _train_phase(run, state, phase)
+        if run.progress.out_of_time():  # Not into the next stage either.
+            break
+    final_step = int(state["step"])
+    if run.checkpointer.latest_step() != final_step:
+        run.checkpointer.save(final_step, state, checkpoint_meta(state, run.arch), force=True)
+    _save_sample_grid(run, state)
+    return state
+
+
+def _train_phase(run: Run, state: State, phase: Phase) -> State:
+    """The steps of one phase, with logging, sample grids, checkpoints and the stop checks."""
+    config, stage, ckpt, progress = run.config, phase.stage, run.checkpointer, run.progress
+    step_fn = make_train_step(run.arch, stage, phase.start, phase.steps, run.loss, run.optimizer,
+                              config.train, len(run.dataset), run.mesh)
+    stages = len(run.arch.stages)
+    progress.compiling(f"stage {stage.index + 1}/{stages} {stage.resolution}px" if stages > 1 else "")
     step = int(state["step"])
+    first = True
     while step < phase.end:
-        state, metrics = step_fn(state, dataset_on_device)
+        state, metrics = step_fn(state, run.dataset_on_device)
+        if first:  # The one extra sync of a stage: the bar says "compiling" until here.
+            jax.block_until_ready(metrics)
+            progress.compiled()
+            first = False
         step += 1
         progress.advance(config.train.batch_size)
         last = step == phase.end
         out_of_time = progress.out_of_time()
         log = step % config.log_every_steps == 0 or last or out_of_time
         sample = step % config.sample_every_steps == 0
-        save = step % config.checkpoint_every_steps == 0 or (last and len(arch.stages) > 1)
-        stopping = stop.received is not None
+        save = step % config.checkpoint_every_steps == 0 or (last and stages > 1)
+        stopping = run.stop.received is not None
         # The only device syncs: other steps run ahead asynchronously.
         if log or sample or save or stopping:  # Never log, sample or save a diverged state.
             values = check_finite(step, jax.device_get(metrics), ckpt.latest_step())
-        if evaluator.due(step):
-            evaluator.run(state)
+        if run.evaluator.due(step):
+            run.evaluator.run(state)
         if log:
-            progress.log(step, stage, {**values, **evaluator.take_results()})
+            progress.log(step, stage, {**values, **run.evaluator.take_results()})
         if sample:
-            _save_sample_grid(state, arch, grid_z, workdir, progress)
+            _save_sample_grid(run, state)
         if save or stopping:
-            ckpt.save(step, state, checkpoint_meta(state, arch), force=stopping)
+            ckpt.save(step, state, checkpoint_meta(state, run.arch), force=stopping)
         if stopping:
             ckpt.wait()
-            raise Interrupted(f"stopped by {stop.name} after step {step}; checkpoint {step} is saved in "
-                              f"{ckpt.directory}: run the same command to resume", stop.received)
+            raise Interrupted(f"stopped by {run.stop.name} after step {step}; checkpoint {step} is saved in "
+                              f"{ckpt.directory}: run the same command to resume", run.stop.received)
         if out_of_time:  # _train saves the checkpoint.
             logging.info("Time budget reached after step %d", step)
             break
     return state
 
 
-class TrainingEvaluator:
-    """Every `eval_every_steps` steps, the cheap metrics of mrigen.evaluation on fixed latents.
-
-    The PCA basis is that of the whole training set (cached beside the data);
-    results join the next stats.jsonl record as eval_* fields. Off when
-    eval_every_steps is 0.
-    """
-
-    def __init__(self, config, dataset: data.Dataset, arch: Architecture):
-        self.every = config.get("eval_every_steps", 0)
-        self.arch = arch
-        self._results = {}
-        if self.every:
-            self.basis = evaluation.pca_basis(dataset, config.data.cache_dir)
-            count = config.get("eval_num_images", 64)
-            self.z = arch.sample_latent(jax.random.PRNGKey(config.seed + 2), count)
-
-    def due(self, step: int) -> bool:
-        return bool(self.every) and step % self.every == 0
-
-    def run(self, state: State) -> None:
-        stage = self.arch.stages[int(state["stage"])]
-        fake = np.asarray(sampling.generate(self.arch.generator(stage), state["g"], self.z, state["alpha"]))
-        if fake.shape[1] != self.basis.image_shape[0]:
-            return  # ProGAN below full size: the PCA space exists at full resolution only.
-        self._results = evaluation.training_metrics(fake, self.basis)
-
-    def take_results(self) -> dict:
-        results, self._results = self._results, {}
-        return results
-
-
-class DivergedError(UserError):
-    """A loss, gradient or weight became NaN or Inf; main.py exits with status 3."""
-
-    exit_code = 3
-
-
-class Interrupted(UserError):
-    """SIGINT or SIGTERM stopped the run after saving a checkpoint; exit status 128 + signal."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-def check_finite(step: int, metrics: dict, last_checkpoint: Optional[int] = None) -> dict:
-    """The metrics as floats; raises DivergedError naming the step and quantity if any is not finite."""
-    values = {k: float(v) for k, v in metrics.items()}
-    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
-    if bad:
-        kept = ("there is no checkpoint yet" if last_checkpoint is None
-                else f"the last checkpoint, step {last_checkpoint}, is kept")
-        raise DivergedError(f"training diverged at step {step}: {', '.join(bad)} "
-                            f"{'is' if len(bad) == 1 else 'are'} not finite; nothing was saved "
-                            f"from this state ({kept})")
-    return values
-
-
-class StopSignals:
-    """Turns SIGINT and SIGTERM into a request to stop at the next step boundary.
-
-    `received` holds the first signal's number (None until one arrives). A
-    second signal ends the process at once, which is safe: a checkpoint being
-    written is left as a temporary folder that is never taken for a finished one.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received: Optional[int] = None
-        self._previous = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():  # Python handles signals only there.
-            for signum in self.SIGNALS:
-                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job
-                    self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received).name if self.received is not None else ""
-
-    def __exit__(self, *exc_info) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        self.received = signum
-        # os.write, not logging or print: the handler may interrupt either mid-write.
-        os.write(2, f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then "
-                    f"stopping (send it again to stop at once)\n".encode())
-
-
-def _save_sample_grid(state: State, arch: Architecture, grid_z: jax.Array, workdir: str,
-                      progress: "ProgressReporter") -> None:
-    stage = arch.stages[int(state["stage"])]
-    fake = sampling.generate(arch.generator(stage), state["g"], grid_z, state["alpha"])  # every process
-    if not progress.writes:
+def _save_sample_grid(run: Run, state: State) -> None:
+    stage = run.arch.stages[int(state["stage"])]
+    fake = sampling.generate(run.arch.generator(stage), state["g"], run.grid_z, state["alpha"])  # every process
+    if not run.writes:
         return
     grid = images.grid(np.asarray(fake))
-    images.save_png(grid, os.path.join(workdir, "samples", f"step_{int(state['step']):08d}.png"))
-    progress.add_grid(int(state["step"]), grid)
+    images.save_png(grid, os.path.join(run.workdir, "samples", f"step_{int(state['step']):08d}.png"))
+    run.progress.add_grid(int(state["step"]), grid)
 
 
-class ProgressReporter:
-    """The progress bar, stats.jsonl and TensorBoard: images seen, img/s, losses, ETA; the time budget.
-
-    writes=False (processes other than 0 of a multi-process run) keeps the
-    counters and the time budget but shows and writes nothing.
-    """
-
-    def __init__(self, workdir: str, total_images: int, images_seen: int, step: int = 0,
-                 time_budget_s: Optional[float] = None, writes: bool = True):
-        from tqdm import tqdm
-
-        self.writes = writes
-        self.stats_path = os.path.join(workdir, "stats.jsonl")
-        if writes:
-            truncate_stats(self.stats_path, step)
-        self.tensorboard = tensorboard.Writer(workdir, resume_step=step) if writes else None
-        self._deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
-        self.bar = tqdm(total=total_images, initial=images_seen, unit="img", unit_scale=True,
-                        dynamic_ncols=True, mininterval=1.0, disable=not writes)
-        self.stage_label = ""
-        self._last_time, self._last_images = time.perf_counter(), images_seen
-        self._start = time.time()
-
-    def advance(self, batch_size: int) -> None:
-        self.bar.update(batch_size)
-
-    def log(self, step: int, stage: Stage, metrics: dict) -> None:
-        now, seen = time.perf_counter(), self.bar.n
-        rate = (seen - self._last_images) / max(now - self._last_time, 1e-9)
-        self._last_time, self._last_images = now, seen
-        record = {"step": step, "images_seen": int(seen), "stage": stage.index,
-                  "resolution": stage.resolution, "img_per_sec": rate,
-                  "elapsed_sec": time.time() - self._start, "time": time.time(), **metrics}
-        if not self.writes:
-            return
-        with open(self.stats_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        self.tensorboard.scalars(step, record)
-        postfix = {"D": f"{metrics['d_loss']:.3f}", "G": f"{metrics['g_loss']:.3f}", "img/s": f"{rate:.0f}"}
-        if self.stage_label:
-            postfix["stage"] = f"{self.stage_label} a={metrics['alpha']:.2f}"
-        self.bar.set_postfix(postfix, refresh=False)
-
-    def add_grid(self, step: int, grid_u8: np.ndarray) -> None:
-        self.tensorboard.image("samples/fixed_latents", grid_u8, step)
-
-    def out_of_time(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-def truncate_stats(path: str, step: int) -> None:
-    """Drops the records after `step` from a stats.jsonl, and a line cut short by a kill.
-
-    A run killed after its last checkpoint logged steps it will redo on resume;
-    without this they would appear twice.
-    """
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = f.readlines()
-    kept = [line for line in lines if (recorded := _record_step(line)) is not None and recorded <= step]
-    if len(kept) != len(lines):
-        temporary = f"{path}.tmp"
-        with open(temporary, "w") as f:
-            f.writelines(kept)
-        os.replace(temporary, path)
-
-
-def _record_step(line: str) -> Optional[int]:
+def _write_plots(workdir: str) -> None:
     try:
-        return int(json.loads(line)["step"]) if line.endswith("\n") else None
-    except (ValueError, KeyError, TypeError):
-        return None
+        plots.write_run_plots(workdir)
+    except Exception as e:  # A plot must not fail a finished run.
+        logging.warning("could not write the plots of %s: %s", workdir, e)

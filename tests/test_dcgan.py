@@ -9,7 +9,6 @@ import pytest
 
 from mrigen import models
 from mrigen.models import dcgan, layers
-from mrigen.models.base import Stage
 
 
 def full_size_config():

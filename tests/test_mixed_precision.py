@@ -1,7 +1,6 @@
 """bfloat16 compute: parameters and optimizer state stay float32, and a step agrees with float32."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

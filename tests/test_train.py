@@ -2,14 +2,16 @@
 
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import smoke_config
-from mrigen import data, losses, models, parallel, sampling, state as state_lib, train
+from mrigen import data, images, losses, models, parallel, sampling, state as state_lib, train
 
 
 def tree_allclose(a, b, rtol, atol):
@@ -114,7 +116,11 @@ def test_training_writes_stats_samples_reals_config_and_checkpoints(trained_work
     assert records[-1]["images_seen"] == 4 * config.train.batch_size
     assert sorted(os.listdir(os.path.join(workdir, "samples"))) == [
         "step_00000002.png", "step_00000004.png"]
-    assert os.path.exists(os.path.join(workdir, "reals.png"))
+    reals = np.asarray(Image.open(os.path.join(workdir, "reals.png")))
+    dataset = data.load_dataset("", config.data.resolution, cache_dir=config.data.cache_dir)
+    chosen = images.representative(dataset.images, config.num_grid_samples, config.seed)
+    np.testing.assert_array_equal(reals, images.grid(data.to_float(chosen)))  # a seeded choice,
+    assert not np.array_equal(chosen, dataset.images[:config.num_grid_samples])  # not the first files
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["loss"] == "dragan"
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
@@ -156,3 +162,31 @@ def test_interpolation_walks_straight_between_latents(trained_workdir):
     key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
     np.testing.assert_allclose(walk[0], sampler.from_latents(sampler.latents(key_a, 2))[0], atol=1e-5)
     np.testing.assert_allclose(walk[4], sampler.from_latents(sampler.latents(key_b, 2))[0], atol=1e-5)
+
+
+def test_representative_images_are_a_seeded_choice_in_file_order():
+    stack = np.arange(50)[:, None]
+    chosen = images.representative(stack, 8, seed=3)
+    assert len(np.unique(chosen)) == 8 and np.all(np.diff(chosen[:, 0]) > 0)
+    np.testing.assert_array_equal(chosen, images.representative(stack, 8, seed=3))
+    assert not np.array_equal(chosen, images.representative(stack, 8, seed=4))
+    np.testing.assert_array_equal(images.representative(stack[:5], 8), stack[:5])  # all, when fewer
+
+
+def test_the_progress_bar_says_compiling_and_leaves_the_compile_out_of_its_rate(tmp_path):
+    from mrigen.progress import ProgressReporter, format_duration
+
+    reporter = ProgressReporter(str(tmp_path), total_images=100, images_seen=0)
+    try:
+        reporter.compiling("stage 2/5 8px")
+        assert reporter.bar.desc == "compiling stage 2/5 8px"
+        time.sleep(0.5)
+        reporter.compiled()
+        assert reporter.bar.desc == "stage 2/5 8px"
+        assert reporter.bar.format_dict["elapsed"] < 0.25  # the half second of compiling is not counted
+        reporter.advance(10)
+        summary = reporter.summary(str(tmp_path))
+        assert summary.startswith("done: 10 images shown in ") and "compiling" in summary
+    finally:
+        reporter.close()
+    assert [format_duration(s) for s in (4.4, 440, 7500)] == ["4 s", "7 min 20 s", "2 h 05 min"]
