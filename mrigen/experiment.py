@@ -18,6 +18,10 @@ Flags: "diverged" (a loss became NaN/Inf: training stopped there, the run is
 not evaluated); "collapsed" (see `collapse_reasons`); "stopped at R px"
 (ProGAN ran out of wall-clock budget before its last stage; its images are
 upsampled to the data's resolution for the metrics).
+
+This module plans and runs the experiment and collects each run's record
+(`summarize`); mrigen/experiment_report.py writes report.md, experiment.json
+and grids.png from those records.
 """
 
 import dataclasses
@@ -29,9 +33,11 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-from mrigen import data, evaluation, images, losses, models, plots, run_config, sampling, tensorboard, train
+from mrigen import (data, evaluation, experiment_report, images, losses, models, plots, run_config, sampling,
+                    tensorboard, train)
 from mrigen.errors import UserError
 from mrigen.metrics.report import to_json
+from mrigen.models.base import upsample_nearest
 
 RUN_RECORD = "experiment_run.json"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +127,8 @@ def apply_budget(config, budget_images: int, num_images: int) -> None:
     epochs = budget_images / num_images
     if config.model == "progan":
         config.train.epochs_per_stage = epochs / len(models.build(config).stages)
-    config.train.epochs = epochs
+    else:
+        config.train.epochs = epochs
 
 
 def plan(config, workdir: str, num_images: int) -> list[Run]:
@@ -176,7 +183,7 @@ def run_experiment(config, workdir: str) -> dict:
         records[run.name] = train_and_evaluate(run, config, dataset)
         write_record(run, records[run.name])
     results = summarize(config, runs, records, dataset)
-    write_outputs(results, runs, workdir, dataset, config.eval.grid_images)
+    experiment_report.write_outputs(results, workdir, dataset, config.eval.grid_images)
     return results
 
 
@@ -274,7 +281,7 @@ def evaluate_run(run: Run, config, dataset: data.Dataset) -> dict:
     stopped_at = None
     if sampler.resolution != dataset.resolution:  # ProGAN stopped by the clock before its last stage.
         stopped_at = sampler.resolution
-        generated = upsample(generated, dataset.resolution // sampler.resolution)
+        generated = np.asarray(upsample_nearest(generated, dataset.resolution // sampler.resolution))
     grid_path = os.path.join(os.path.dirname(run.workdir), "grids", f"{run.name}.png")
     images.save_grid(generated[:config.eval.grid_images], grid_path)
     generated = generated[:count]
@@ -287,12 +294,7 @@ def evaluate_run(run: Run, config, dataset: data.Dataset) -> dict:
             "metrics": results["sets"]}
 
 
-def upsample(images_: np.ndarray, factor: int) -> np.ndarray:
-    """[N, r, r, 1] -> [N, r f, r f, 1], each pixel repeated f x f times."""
-    return np.repeat(np.repeat(images_, factor, axis=1), factor, axis=2)
-
-
-# ---------------------------------------------------------------- the report
+# ---------------------------------------------------------------- flags and the results
 
 
 def collapse_reasons(generated: dict, real: dict, rule) -> list[str]:
@@ -344,136 +346,6 @@ def summarize(config, runs: list[Run], records: dict, dataset: data.Dataset) -> 
     return {"config": json.loads(run_config.to_json(config)),
             "data": {"source": dataset.source, "images": len(dataset), "resolution": dataset.resolution},
             "real": real, "runs": rows}
-
-
-def render_markdown(results: dict) -> str:
-    """report.md: one table in the layout of the paper's Table 3, plus budget, data and flags."""
-    config, data_info = results["config"], results["data"]
-    budget = []
-    if config["budget_images"]:
-        budget.append(f"{config['budget_images']:,} images shown per run "
-                      f"({config['budget_images'] / data_info['images']:.1f} epochs)")
-    else:
-        budget.append("each model's own length (its base config's epochs)")
-    if config["budget_seconds"]:
-        budget.append(f"at most {config['budget_seconds']:g} s of training per run")
-    held_out = results["real"].get("held-out real", {})
-    lines = [
-        "# Experiment", "",
-        f"Data: {data_info['images']} slices at {data_info['resolution']}x{data_info['resolution']} from "
-        f"{data_info['source']}. Budget: {'; '.join(budget)}. Each run is evaluated on "
-        f"{_first_n(results)} generated images against the reference half of the data; the held-out "
-        f"real half ({held_out.get('n', '-')} images) is the real-vs-real floor.", "",
-        "| run | images shown | train time | img/s | rho | sigma (N) | delta | SWD | MS-SSIM | PCA-FD | flags |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name in ("training data", "held-out real"):
-        row = results["real"].get(name)
-        if row:
-            lines.append(_table_row(name, None, row))
-    for record in results["runs"]:
-        row = record.get("metrics", {}).get("generated", {})
-        lines.append(_table_row(f"{record['model']} + {record['loss']}", record, row))
-    rule = config["collapse"]
-    lines += [
-        "",
-        "rho, sigma, delta: the paper's realism, total variation and number of significant eigenvalues "
-        "(sigma grows with N: compare rows of equal N). SWD (x1e3, average over levels) and PCA-FD: "
-        "distance to the reference half, lower is closer. MS-SSIM: mean over random pairs within the "
-        "set, lower is more diverse. Train time includes compiling; img/s is the median logged rate.",
-        "",
-        f"Flags: **diverged**: a loss or gradient became NaN/Inf, training stopped there and the run is not "
-        f"evaluated. **collapsed**: sigma below {rule['sigma_fraction']} x the held-out real sigma at "
-        f"equal N, or 1 - MS-SSIM below {rule['diversity_fraction']} x the held-out real set's. "
-        f"**stopped at R px**: the wall-clock budget ended ProGAN's growth early; its images were "
-        f"upsampled for the metrics.",
-        "", "![sample grids](grids.png)", "",
-        "Per run: " + ", ".join(f"[{r['name']}]({r['name']}/)" for r in results["runs"])
-        + " (each holds loss_curves.png, progress.png, TensorBoard events and its eval_step*/report.md).",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _first_n(results: dict) -> str:
-    for record in results["runs"]:
-        if record.get("metrics"):
-            return str(record["metrics"]["generated"]["n"])
-    return "-"
-
-
-def _table_row(name: str, record: Optional[dict], row: dict) -> str:
-    cells = [name]
-    if record is None:
-        cells += ["-", "-", "-"]
-    else:
-        cells += [f"{record.get('images_seen', 0):,}", _duration(record.get("train_seconds")),
-                  _number(record.get("img_per_sec"), 0)]
-    cells += [_number(row.get("rho"), 3), f"{_number(row.get('sigma'), 1)} ({row.get('n', '-')})",
-              _number(row.get("delta"), 0), _number(row.get("swd", {}).get("avg"), 2),
-              _number(row.get("ms_ssim"), 3), _number(row.get("pca_fd"), 2)]
-    flags = (record or {}).get("flags", [])
-    cells.append(", ".join(f"**{f}**" for f in flags) if flags else "")
-    return "| " + " | ".join(cells) + " |"
-
-
-def _number(value, digits: int) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "-"
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
-
-
-def write_outputs(results: dict, runs: list[Run], workdir: str, dataset: data.Dataset, grid_images: int) -> None:
-    """report.md, experiment.json, grids/training_data.png and the combined grids.png into `workdir`."""
-    os.makedirs(workdir, exist_ok=True)
-    for name, text in (("experiment.json", json.dumps(to_json(results), indent=2)),
-                       ("report.md", render_markdown(results))):
-        path = os.path.join(workdir, name)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
-    # Slices spread over the whole set: the data's slices go from the base of the brain to the top.
-    spread = np.linspace(0, len(dataset) - 1, min(grid_images, len(dataset))).astype(int)
-    reals_path = os.path.join(workdir, "grids", "training_data.png")
-    images.save_grid(np.asarray(dataset.images[spread], np.float32) / 127.5 - 1.0, reals_path)
-    save_combined_grid(results, runs, reals_path, os.path.join(workdir, "grids.png"))
-
-
-def save_combined_grid(results: dict, runs: list[Run], reals_path: str, path: str) -> None:
-    """Every run's grid in one figure: a row per model, a column per loss, flags in red.
-
-    The first column shows training slices (first row only), for comparison.
-    """
-    plt = plots.pyplot()
-    models_ = list(dict.fromkeys(r.model for r in runs))
-    losses_ = list(dict.fromkeys(r.loss for r in runs))
-    by_name = {r["name"]: r for r in results["runs"]}
-    fig, axes = plt.subplots(len(models_), len(losses_) + 1,
-                             figsize=(2.4 * (len(losses_) + 1), 2.7 * len(models_)), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    _show(axes[0, 0], plots.read_gray(reals_path), "training data", "black")
-    for run in runs:
-        ax = axes[models_.index(run.model), losses_.index(run.loss) + 1]
-        record = by_name[run.name]
-        flags = record.get("flags", [])
-        title = run.label + (f"\n{', '.join(flags)}" if flags else "")
-        if record.get("grid") and os.path.isfile(record["grid"]):
-            _show(ax, plots.read_gray(record["grid"]), title, "red" if flags else "black")
-        else:
-            ax.text(0.5, 0.5, record["status"], ha="center", va="center", transform=ax.transAxes, color="red")
-            ax.set_title(title, fontsize=9, color="red")
-    fig.tight_layout()
-    plots.save_figure(fig, path)
-
-
-def _show(ax, image_u8: np.ndarray, title: str, color: str) -> None:
-    ax.imshow(image_u8, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_title(title, fontsize=9, color=color)
 
 
 # ---------------------------------------------------------------- --dry_run

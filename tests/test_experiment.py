@@ -160,6 +160,7 @@ def test_the_budget_sets_each_model_s_length(shared_cache_dir):
     assert dcgan.planned_images == 1000  # 125 steps of 8
     stages = 7  # 4 px, then a fade-in and a stabilize stage for 8, 16 and 32 px
     assert progan.config.train.epochs_per_stage == pytest.approx(1000 / 137 / stages)
+    assert "epochs" not in progan.config.train  # ProGAN's length is its stages', nothing else
     assert abs(progan.planned_images - 1000) <= stages * 8 / 2  # each stage rounded to whole steps
     assert progan.config.data.resolution == 32 and progan.config.arch.width == 1 / 32  # shared, then its base
 
