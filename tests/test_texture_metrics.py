@@ -1,0 +1,342 @@
+"""Texture metrics: direct formulas, and how they answer noise, blur, checkerboards and copies.
+
+One image size (32 px) and module-scoped sets, so the random feature network
+compiles once (twice with the batch-size check).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import scipy.spatial.distance
+from PIL import Image
+
+from mrigen.metrics import bootstrap, duplicates, features, kid, prdc, spectrum
+
+R, N = 32, 48
+NOISE = (0.1, 0.2, 0.4)  # sd of Gaussian noise inside the brain
+# Gaussian blur sigma in pixels. From 2 px the blur spreads the brain to the
+# border and the periodic FFT's wrap-around edge floors the spectrum; below
+# 0.7 px the feature FD stays within its small-sample bias.
+BLUR = (0.7, 1.0, 1.4)
+CHECKER = 0.15  # amplitude of a period-2 checkerboard inside the brain
+
+
+def brains(n, seed, size=R):
+    """[n, size, size, 1] float32 in [-1, 1] and the soft brain masks [n, size, size, 1] in [0, 1].
+
+    A jittered soft ellipse on a -1 background, four broad blobs and a smooth
+    random field inside (correlation length 5% of the side).
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(-1, 1, size)
+    yy, xx = np.meshgrid(grid, grid, indexing='ij')
+    freq2 = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2
+    smooth = np.exp(-2 * (np.pi * 0.05 * size) ** 2 * freq2)
+    images = np.empty((n, size, size, 1), np.float32)
+    masks = np.empty((n, size, size, 1), np.float32)
+    for k in range(n):
+        ry, rx = 0.78 + 0.05 * rng.standard_normal(), 0.62 + 0.04 * rng.standard_normal()
+        cy, cx = 0.03 * rng.standard_normal(2)
+        mask = 0.5 * (1 - np.tanh((((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 - 1) * 6))
+        inside = np.full_like(yy, 1.2)
+        for _ in range(4):
+            by, bx = rng.uniform(-0.6, 0.6, 2)
+            width, amp = rng.uniform(0.1, 0.35), rng.uniform(-0.5, 0.5)
+            inside += amp * np.exp(-((yy - by) ** 2 + (xx - bx) ** 2) / (2 * width ** 2))
+        field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((size, size))) * smooth, s=(size, size))
+        inside += 0.25 * field / field.std()
+        images[k, ..., 0] = np.clip(-1 + mask * inside, -1, 1)
+        masks[k, ..., 0] = mask
+    return images, masks
+
+
+def checkerboard(size=R):
+    return (np.indices((size, size)).sum(axis=0) % 2 * 2 - 1)[None, :, :, None].astype(np.float32)
+
+
+@pytest.fixture(scope='module')
+def sets():
+    """Reference (training) set, a clean held-out set, and degraded copies of the held-out set."""
+    train, _ = brains(N, seed=0)
+    held, mask = brains(N, seed=1)
+    white = np.random.default_rng(2).standard_normal(held.shape).astype(np.float32)
+    out = {'train': train, 'held-out': held}
+    for s in NOISE:
+        out[f'noise {s}'] = np.clip(held + s * mask * white, -1, 1)
+    for b in BLUR:
+        out[f'blur {b}'] = scipy.ndimage.gaussian_filter(held, (0, b, b, 0), mode='nearest')
+    out['checker'] = np.clip(held + CHECKER * mask * checkerboard(), -1, 1)
+    return out
+
+
+@pytest.fixture(scope='module')
+def feats(sets):
+    """Random features of every set, from one call (one compile)."""
+    names = list(sets)
+    f = features.random_features(np.concatenate([sets[k] for k in names]))
+    return dict(zip(names, np.split(f, len(names))))
+
+
+@pytest.fixture(scope='module')
+def profiles(sets):
+    return {k: spectrum.radial_profiles(v) for k, v in sets.items()}
+
+
+def degraded(kind):
+    return [f'{kind} {level}' for level in {'noise': NOISE, 'blur': BLUR}[kind]]
+
+
+def assert_grows(values: dict, kind: str):
+    """values[name] for the clean held-out set and each level of one degradation: strictly increasing."""
+    seq = [values['held-out']] + [values[name] for name in degraded(kind)]
+    assert all(a < b for a, b in itertools.pairwise(seq)), f'{kind}: {seq}'
+
+
+# --- spectrum -------------------------------------------------------------------
+
+def direct_profile(image):
+    """Ring means of the full-plane |fft2|^2 / R^2 of the mean-removed image, by a loop, log10."""
+    x = np.asarray(image, np.float64)[..., 0]
+    power = np.abs(np.fft.fft2(x - x.mean())) ** 2 / x.size
+    k = np.fft.fftfreq(len(x)) * len(x)
+    radius = np.rint(np.hypot(k[:, None], k[None, :])).astype(int)
+    return np.log10([power[radius == r].mean() for r in range(1, radius.max() + 1)])
+
+
+def test_radial_profile_matches_full_plane_loop(sets):
+    images = sets['noise 0.1'][:3]
+    got = spectrum.radial_profiles(images)
+    assert got.shape == (3, round(R / np.sqrt(2)))
+    for image, row in zip(images, got):
+        np.testing.assert_allclose(row, direct_profile(image), atol=2e-4)
+    np.testing.assert_allclose(spectrum.ring_frequencies(R), np.arange(1, got.shape[1] + 1) / R)
+
+
+def test_white_noise_profile_is_flat_at_its_variance():
+    noise = 0.5 * np.random.default_rng(0).standard_normal((16, R, R, 1)).astype(np.float32)
+    profile = spectrum.radial_profiles(noise).mean(axis=0)
+    # Rings 2 .. K - 1 hold 8 or more pixels. Ring 1 holds 4 (2 independent
+    # values), the last ring the corner alone: log10 of one exponential
+    # variable averages log10 of its mean less Euler's gamma / ln 10.
+    np.testing.assert_allclose(profile[1:-1], np.log10(0.25), atol=0.15)
+    assert profile[-1] == pytest.approx(np.log10(0.25) - np.euler_gamma / np.log(10), abs=0.45)
+
+
+def test_spectrum_distance_grows_with_noise_and_blur_and_is_small_for_real(sets):
+    results = {k: spectrum.spectrum_distance(sets['train'], v) for k, v in sets.items()}
+    for key in ('distance', 'distance_high'):
+        values = {k: r[key] for k, r in results.items()}
+        assert_grows(values, 'noise')
+        assert_grows(values, 'blur')
+        assert values['train'] == 0
+        assert values['held-out'] < 0.2 * min(v for k, v in values.items()
+                                              if k not in ('train', 'held-out'))
+    r = results['noise 0.4']
+    assert r['profile_a'].shape == r['profile_b'].shape == r['frequencies'].shape
+    assert r['n_a'] == r['n_b'] == N
+    few = spectrum.spectrum_distance(sets['train'], sets['noise 0.4'], max_images=20)
+    assert few['n_a'] == few['n_b'] == 20
+    assert few['distance_high'] == pytest.approx(r['distance_high'], rel=0.1)
+    assert np.all(r['profile_b'][-5:] > r['profile_a'][-5:])  # noise raises the high end
+
+
+def test_checkerboard_raises_the_upper_half_at_the_corner(sets):
+    r = spectrum.spectrum_distance(sets['held-out'], sets['checker'])
+    held = spectrum.spectrum_distance(sets['train'], sets['held-out'])
+    assert r['distance_high'] > 10 * held['distance_high']
+    assert r['distance_high'] > r['distance']  # the change is in the upper half
+    gain = r['profile_b'] - r['profile_a']
+    assert np.argmax(gain) == len(gain) - 1  # largest in the last ring, radius R / sqrt(2)
+    low = spectrum.ring_frequencies(R) <= 0.25
+    assert np.abs(gain[low]).max() < 0.1 * gain.max()
+
+
+def test_profile_distance_checks_ring_count(profiles):
+    with pytest.raises(ValueError, match='rings'):
+        spectrum.profile_distance(profiles['train'], profiles['held-out'], 64)
+
+
+def test_spectrum_plot_writes_png(sets, tmp_path):
+    r = spectrum.spectrum_distance(sets['train'], sets['noise 0.2'])
+    path = tmp_path / 'spectrum.png'
+    spectrum.save_spectrum_plot(r['frequencies'], {'real': r['profile_a'], 'noised': r['profile_b']},
+                                path, title='test')
+    with Image.open(path) as image:
+        assert image.format == 'PNG' and image.size[0] > 100
+
+
+# --- random features ------------------------------------------------------------
+
+def test_feature_network_is_fixed_and_batch_independent(sets, feats):
+    net = features.feature_network(R)
+    fresh = features.feature_network.__wrapped__(R)  # built again, not from the cache
+    assert len(net.weights) == len(fresh.weights) == 3  # maps 8, 4, 2
+    for w, v in zip(net.weights, fresh.weights):
+        np.testing.assert_array_equal(w, v)
+    np.testing.assert_allclose(net.weights[0].sum(axis=(0, 1, 2)), 0, atol=1e-6)  # zero-sum stem
+    assert feats['train'].shape == (N, net.feature_dim) == (N, 2 * (16 + 32 + 64))
+    again = features.random_features(sets['train'][:20], batch_size=16)  # pads 20 to 32
+    np.testing.assert_allclose(again, feats['train'][:20], rtol=1e-5, atol=1e-6)
+    other = features.feature_network(R, seed=1)
+    assert not np.allclose(other.weights[0], net.weights[0])
+    with pytest.raises(ValueError, match='network is for'):
+        features.random_features(sets['train'][:2, :16, :16], network=net)
+
+
+def test_feature_metrics_grow_with_noise_and_blur(feats):
+    ref = feats['train']
+    kid_values = {k: kid.kid(ref, f)['mean'] for k, f in feats.items()}
+    fd_values = {k: features.feature_frechet_distance(ref, f) for k, f in feats.items()}
+    for values in (kid_values, fd_values):
+        assert_grows(values, 'noise')  # noise never scores better than the clean held-out set
+        assert_grows(values, 'blur')
+        assert values['checker'] > values['held-out']
+    assert fd_values['train'] < 1e-6
+    # Real against real: KID is unbiased, near 0; FD keeps its small-sample bias.
+    assert abs(kid_values['held-out']) < 0.05 * kid_values['noise 0.2']
+    assert fd_values['held-out'] < 0.5 * fd_values['noise 0.2']
+
+
+def test_prdc_sees_noise(feats):
+    ref = feats['train']
+    held, noised = prdc.prdc(ref, feats['held-out']), prdc.prdc(ref, feats['noise 0.4'])
+    assert held['precision'] > 0.6 and held['recall'] > 0.6 and held['coverage'] > 0.8
+    assert 0.7 < held['density'] < 1.3
+    assert noised['precision'] < 0.3 * held['precision']
+    assert noised['density'] < 0.3 * held['density']
+    assert noised['coverage'] < 0.3 * held['coverage']
+
+
+# --- KID ----------------------------------------------------------------------
+
+def test_mmd2_matches_naive_double_loop():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((7, 5)), rng.standard_normal((9, 5)) + 0.5
+    k = lambda a, b: (a @ b / 5 + 1) ** 3
+    xx = sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
+    yy = sum(k(y[i], y[j]) for i in range(9) for j in range(9) if i != j) / (9 * 8)
+    xy = sum(k(x[i], y[j]) for i in range(7) for j in range(9)) / (7 * 9)
+    assert kid.mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
+
+
+def test_kid_averages_seeded_subsets():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((300, 8)), rng.standard_normal((250, 8))
+    r = kid.kid(x, y, subset_size=50, n_subsets=40, seed=3)
+    again = kid.kid(x, y, subset_size=50, n_subsets=40, seed=3)
+    assert r == again and r['subset_size'] == 50 and r['n_subsets'] == 40
+    replay = np.random.default_rng(3)
+    values = [kid.mmd2_unbiased(x[replay.choice(300, 50, replace=False)],
+                                y[replay.choice(250, 50, replace=False)]) for _ in range(40)]
+    assert r['mean'] == pytest.approx(np.mean(values)) and r['std'] == pytest.approx(np.std(values))
+    # One distribution: unbiased, so the mean is within its standard error of 0.
+    assert abs(r['mean']) < 3 * r['std'] / np.sqrt(40)
+    shifted = kid.kid(x, y + 0.5, subset_size=50, n_subsets=40, seed=3)
+    assert shifted['mean'] > 10 * r['std']
+    assert kid.kid(x[:20], y, subset_size=100)['subset_size'] == 20
+
+
+# --- precision, recall, density, coverage ----------------------------------------
+
+def brute_force_prdc(real, gen, k_pr, k_dc):
+    d_rr = scipy.spatial.distance.cdist(real, real)
+    d_gg = scipy.spatial.distance.cdist(gen, gen)
+    d_gr = scipy.spatial.distance.cdist(gen, real)
+
+    def radius(d, i, k):
+        return np.sort(np.delete(d[i], i))[k - 1]
+
+    r_pr = [radius(d_rr, i, k_pr) for i in range(len(real))]
+    r_dc = [radius(d_rr, i, k_dc) for i in range(len(real))]
+    g_pr = [radius(d_gg, j, k_pr) for j in range(len(gen))]
+    precision = np.mean([any(d_gr[j, i] <= r_pr[i] for i in range(len(real))) for j in range(len(gen))])
+    recall = np.mean([any(d_gr[j, i] <= g_pr[j] for j in range(len(gen))) for i in range(len(real))])
+    density = sum(d_gr[j, i] <= r_dc[i] for j in range(len(gen)) for i in range(len(real))) / (
+        k_dc * len(gen))
+    coverage = np.mean([min(d_gr[:, i]) <= r_dc[i] for i in range(len(real))])
+    return {'precision': precision, 'recall': recall, 'density': density, 'coverage': coverage}
+
+
+def test_prdc_matches_brute_force():
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((60, 6)).astype(np.float32)
+    gen = (0.8 * rng.standard_normal((50, 6)) + 0.6).astype(np.float32)
+    got = prdc.prdc(real, gen)
+    want = brute_force_prdc(real.astype(np.float64), gen.astype(np.float64), 3, 5)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+    assert 0 < got['precision'] < 1 and 0 < got['recall'] < 1 and 0 < got['coverage'] < 1
+    assert prdc.precision_recall(real, gen) == {k: got[k] for k in ('precision', 'recall')}
+    assert prdc.density_coverage(real, gen) == {k: got[k] for k in ('density', 'coverage')}
+    shared = prdc.prdc(real, gen, real_radii=prdc.knn_radii(real, (3, 5)))
+    assert shared == pytest.approx(got, abs=1e-12)
+    radii = prdc.knn_radii(real, (1, 3))
+    d = scipy.spatial.distance.cdist(real, real) + np.diag(np.full(60, np.inf))
+    np.testing.assert_allclose(radii[1], d.min(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(radii[3], np.sort(d, axis=1)[:, 2], rtol=1e-5)
+
+
+# --- duplicates ---------------------------------------------------------------
+
+def test_duplicates_raise_the_duplicate_share(sets):
+    train, held = sets['train'], sets['held-out']
+    clean = duplicates.duplicate_share(train, held)
+    pairs = scipy.spatial.distance.pdist(train.reshape(N, -1).astype(np.float64))
+    assert clean['threshold'] == pytest.approx(pairs.min(), rel=1e-9)
+    assert clean['n_pairs'] == N * (N - 1) // 2 and clean['n_images'] == N
+    assert clean['share'] <= 0.01  # real against real: about 1 / n_pairs
+    copies = held.copy()
+    noise = np.random.default_rng(3).standard_normal((8,) + held.shape[1:]).astype(np.float32)
+    copies[40:48] = held[0:8] + 0.01 * noise  # 8 near-copies
+    dup = duplicates.duplicate_share(train, copies)
+    assert dup['n_close_pairs'] >= 8 and dup['share'] >= 8 / dup['n_pairs']
+    assert dup['share'] > clean['share'] + 0.005
+    assert sorted((i, j) for i, j, _ in dup['closest_pairs']) == [(k, 40 + k) for k in range(8)]
+    exact = duplicates.duplicate_share(train, np.concatenate([held[:24], held[:24]]))
+    assert exact['closest_pairs'][0][2] == 0.0 and exact['n_close_pairs'] >= 24
+    shared = duplicates.duplicate_share(train, copies,
+                                        threshold=duplicates.closest_pair_distance(train, N))
+    assert shared == dup
+    sub = duplicates.duplicate_share(train, held, n_images=20)
+    assert sub['n_images'] == 20 and sub['n_pairs'] == 190
+
+
+# --- bootstrap ----------------------------------------------------------------
+
+def test_bootstrap_is_reproducible_and_contains_the_value(profiles, feats):
+    def high(a, b):
+        return spectrum.profile_distance(a, b, R)['distance_high']
+
+    def kid_mean(a, b):
+        return kid.kid(a, b)['mean']
+
+    for metric, data in ((high, profiles), (kid_mean, feats)):
+        value, low, high_end = bootstrap.bootstrap_interval(metric, data['train'], data['noise 0.2'],
+                                                            n_resamples=50, seed=4)
+        assert low <= value <= high_end and low < high_end
+        assert value == metric(data['train'], data['noise 0.2'])
+        again = bootstrap.bootstrap_interval(metric, data['train'], data['noise 0.2'],
+                                             n_resamples=50, seed=4)
+        assert again == (value, low, high_end)
+        other = bootstrap.bootstrap_interval(metric, data['train'], data['noise 0.2'],
+                                             n_resamples=50, seed=5)
+        assert other[1:] != (low, high_end)
+    verdict = bootstrap.bootstrap_compare(high, profiles['train'], profiles['noise 0.2'],
+                                          profiles['held-out'], n_resamples=50)
+    assert verdict['difference'][1] > 0  # measurably worse than held-out real
+    assert verdict['held-out'][0] == high(profiles['train'], profiles['held-out'])
+
+
+def test_bootstrap_interval_of_a_mean_difference_has_normal_width():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(400), rng.standard_normal(300) + 1.0
+    value, low, high = bootstrap.bootstrap_interval(lambda x, y: y.mean() - x.mean(), a, b,
+                                                    n_resamples=2000, confidence=0.9)
+    se = np.sqrt(a.var() / 400 + b.var() / 300)  # both sets resampled
+    assert value == pytest.approx(b.mean() - a.mean())
+    assert high - low == pytest.approx(2 * 1.645 * se, rel=0.1)
+    assert low < value < high
+    with pytest.raises(ValueError, match='confidence'):
+        bootstrap.bootstrap_interval(lambda x, y: 0.0, a, b, confidence=95)
