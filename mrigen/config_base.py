@@ -24,6 +24,9 @@ def get_config(model: str, loss: str) -> ml_collections.ConfigDict:
     config.data.include_segmentation = False  # Also read *_seg_* folders (OASIS masks).
     config.data.min_foreground = 0.05  # Volumes: drop axial slices with less brain than this fraction.
     config.data.cache_dir = "~/.cache/mrigen"  # Decoded datasets are cached here ("" = no cache).
+    # Real images never trained on, the evaluation's floor: "" (none: an in-sample floor), a fraction
+    # such as "0.2" (split off by subject), or a folder/file of images (docs/data.md).
+    config.data.holdout = ""
 
     config.arch = ml_collections.ConfigDict()
     config.arch.width = 1.0  # Multiplies every channel count (1.0 = the paper's model).
@@ -46,7 +49,8 @@ def get_config(model: str, loss: str) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000  # Checkpoint interval (also saved at the end).
     config.keep_checkpoints = 3  # How many recent checkpoints to keep.
     config.num_grid_samples = 64  # Images in each sample grid.
-    config.eval_every_steps = 0  # Cheap metrics (rho, sigma, delta, MS-SSIM) in stats.jsonl every this many steps; 0 = off.
+    # Cheap metrics in stats.jsonl every this many steps (0 = off): rho, sigma, delta, MS-SSIM, spectrum distance.
+    config.eval_every_steps = 0
     config.eval_num_images = 64  # Generated images those metrics use.
     return config
 

@@ -26,7 +26,9 @@ MNI152_SOURCE = "MNI152 2009a T1 template (shipped with nilearn)"
 PNG_SUFFIXES = (".png",)
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".hdr")
 _SEGMENTATION_DIR = re.compile(r"(^|[_\-.])seg([_\-.]|mentation|$)", re.IGNORECASE)
-_CACHE_VERSION = 2  # 2: transparent PNG pixels are black
+_CACHE_VERSION = 3  # 2: transparent PNG pixels are black; 3: subjects cached beside the slices
+# A subject in a file name: OASIS's keras slices (case_001_slice_0.nii.png), OASIS-1 (OAS1_0001_MR1_...), BIDS (sub-01_T1w).
+_SUBJECT = re.compile(r"(case_\d+|OAS\d_\d+|sub-[A-Za-z0-9]+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +39,14 @@ class Dataset:
     source: a human-readable description (path and what was found there).
     cache_key: a stable id of the files, resolution and options; derived
       artefacts (the PCA basis) are stored under it.
+    subjects: [N] int32, equal for slices of one subject (or volume, where
+      the files name no subject); a PNG that names none is its own.
     """
 
     images: np.ndarray
     source: str
     cache_key: str
+    subjects: np.ndarray = None
 
     @property
     def resolution(self) -> int:
@@ -208,9 +213,21 @@ def _parallel_map(fn: Callable, items: Sequence, desc: str) -> list:
                          disable=len(items) < 500, leave=False))
 
 
+def subject_of(path: str) -> str:
+    """The subject a file's name gives (`case_001`, `OAS1_0001`, `sub-01`), else the path itself."""
+    match = _SUBJECT.search(os.path.basename(path))
+    return match.group(1) if match else path
+
+
+def subject_ids(names: Sequence[str]) -> np.ndarray:
+    """[N] int32: one number per distinct name, in order of first appearance."""
+    numbers = {}
+    return np.array([numbers.setdefault(name, len(numbers)) for name in names], np.int32)
+
+
 def slices_from_files(pngs: Sequence[str], volumes: Sequence[str], resolution: int,
-                      min_foreground: float) -> np.ndarray:
-    """Decodes the files into [N, resolution, resolution, 1] uint8."""
+                      min_foreground: float) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes the files into [N, resolution, resolution, 1] uint8 and their [N] subjects."""
     def png_slice(path):
         return square_and_resize(png_to_gray_u8(path), resolution)
 
@@ -219,9 +236,11 @@ def slices_from_files(pngs: Sequence[str], volumes: Sequence[str], resolution: i
                 for s in volume_to_slices(read_volume(path), path, min_foreground)]
 
     slices = _parallel_map(png_slice, pngs, "reading PNG slices")
-    for per_volume in _parallel_map(volume_slices, volumes, "reading volumes"):
+    subjects = [subject_of(path) for path in pngs]
+    for path, per_volume in zip(volumes, _parallel_map(volume_slices, volumes, "reading volumes")):
         slices.extend(per_volume)
-    return _stack(slices, resolution)
+        subjects.extend([subject_of(path)] * len(per_volume))
+    return _stack(slices, resolution), subject_ids(subjects)
 
 
 def _stack(slices: Sequence[np.ndarray], resolution: int) -> np.ndarray:
@@ -288,11 +307,11 @@ def load_dataset(path: str, resolution: int, include_segmentation: bool = False,
         key = fingerprint([_file_stamp(p) for p in pngs + volumes] + options)
         load = lambda: slices_from_files(pngs, volumes, resolution, min_foreground)
 
-    images = _cached(load, cache_dir, key)
+    images, subjects = _cached(load, cache_dir, key)
     if len(images) == 0:
         raise UserError(f"data.path: no slice with brain in it was found in {path or MNI152_SOURCE} "
                         f"(data.min_foreground is {min_foreground})")
-    return Dataset(images=images, source=source, cache_key=key)
+    return Dataset(images=images, source=source, cache_key=key, subjects=subjects)
 
 
 def _has_segmentation_only(root: str) -> bool:
@@ -300,31 +319,37 @@ def _has_segmentation_only(root: str) -> bool:
     return bool(pngs or volumes)
 
 
-def _mni152_slices(resolution: int, min_foreground: float) -> np.ndarray:
+def _mni152_slices(resolution: int, min_foreground: float) -> tuple[np.ndarray, np.ndarray]:
     slices = volume_to_slices(mni152_volume(), MNI152_SOURCE, min_foreground)
-    return _stack([square_and_resize(s, resolution) for s in slices], resolution)
+    return _stack([square_and_resize(s, resolution) for s in slices], resolution), np.zeros(len(slices), np.int32)
 
 
-def _cached(load: Callable[[], np.ndarray], cache_dir: str, key: str) -> np.ndarray:
+def _cached(load: Callable[[], tuple[np.ndarray, np.ndarray]], cache_dir: str,
+            key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(slices, subjects) from the cache folder, or decoded by `load` and stored there as .npy."""
     if not cache_dir:
         return load()
     cache_dir = os.path.expanduser(cache_dir)
-    cache_path = os.path.join(cache_dir, f"slices_{key}.npy")
-    if os.path.exists(cache_path):
+    paths = [os.path.join(cache_dir, f"{kind}_{key}.npy") for kind in ("slices", "subjects")]
+    if all(os.path.exists(path) for path in paths):
         try:
-            return np.load(cache_path, allow_pickle=False)
+            images, subjects = (np.load(path, allow_pickle=False) for path in paths)
+            if len(images) == len(subjects):
+                return images, subjects
         except (OSError, ValueError):
-            logging.warning("%s: unreadable cache file, decoding the data again", cache_path)
-    images = load()
+            pass
+        logging.warning("%s: unreadable cache file, decoding the data again", paths[0])
+    images, subjects = load()
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        temporary = f"{cache_path}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as f:
-            np.save(f, images, allow_pickle=False)
-        os.replace(temporary, cache_path)
+        for path, array in zip(paths, (images, subjects)):
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+            os.replace(temporary, path)
     except OSError as e:
         logging.warning("could not cache the decoded data in %s: %s", cache_dir, e)
-    return images
+    return images, subjects
 
 
 

@@ -8,7 +8,7 @@ weights are allocated.
 import jax
 import numpy as np
 
-from mrigen import data, losses, models, parallel, run_config, train
+from mrigen import holdout, losses, models, parallel, run_config, train
 from mrigen.data import Dataset
 from mrigen.state import create_optimizer, initial_state
 
@@ -33,15 +33,17 @@ def describe_training(config) -> str:
     arch = models.build(config)
     losses.get(config.loss)
     parallel.check_batch_size(config.train.batch_size, parallel.data_mesh())
-    dataset = data.load_dataset(config.data.path, config.data.resolution, config.data.include_segmentation,
-                                config.data.min_foreground, config.data.cache_dir)
+    split = holdout.load(config.data)
+    dataset = split.training
     phases = train.schedule(arch, len(dataset), config.train.batch_size)
     counts = parameter_counts(config)
-    lines = [run_config.to_json(config), "", describe_data(dataset),
-             f"model: {arch.name} + {config.loss}; G {counts['generator']:,} parameters, "
-             f"D {counts['discriminator']:,}",
-             f"schedule: {phases[-1].end:,} steps of {config.train.batch_size} images = "
-             f"{phases[-1].end * config.train.batch_size:,} images shown"]
+    lines = [run_config.to_json(config), "", describe_data(dataset)]
+    if split.note:
+        lines.append(f"held out from training: {split.note}")
+    lines += [f"model: {arch.name} + {config.loss}; G {counts['generator']:,} parameters, "
+              f"D {counts['discriminator']:,}",
+              f"schedule: {phases[-1].end:,} steps of {config.train.batch_size} images = "
+              f"{phases[-1].end * config.train.batch_size:,} images shown"]
     if len(phases) > 1:
         lines += [f"  stage {p.stage.index}: {p.stage.resolution}px{' fade-in' if p.stage.fade_in else ''}, "
                   f"steps {p.start}-{p.end - 1}" for p in phases]

@@ -1,10 +1,12 @@
 """`--mode=evaluate`: the paper's realism and diversity measures for a run or a folder.
 
-The training data is split once, with a fixed seed, into two disjoint halves:
-the reference set (what generated images are compared with, and the
-"training data" row) and the held-out real set (the real-vs-real floor).
-Generated sets have the held-out set's size, so sigma and delta compare
-sets of equal N. The PCA basis is fitted on the whole training set and
+Generated images are compared with a reference set of training images, and
+so are real images the model did not train on: that real-vs-real row is the
+floor. With `data.holdout` (mrigen.holdout) the reference is the whole
+training set and the floor is the holdout; without, the training data is
+split with a fixed seed into two disjoint halves and the floor is in-sample
+(the report says so). Generated sets have the floor's size, so sigma and
+delta compare sets of equal N. The PCA basis is fitted on the training set and
 cached beside the decoded data.
 """
 
@@ -15,15 +17,13 @@ from typing import Optional
 import jax
 import numpy as np
 
-from mrigen import data, images, metrics, models, sampling
+from mrigen import data, holdout, images, metrics, models, sampling
 from mrigen.errors import UserError
-from mrigen.metrics import memorization, pca, report
-
-SPLIT_SEED = 20020527  # Fixed: every evaluation of a dataset uses the same halves.
+from mrigen.metrics import memorization, pca, report, spectrum
 
 
 def pca_basis(dataset: data.Dataset, cache_dir: str) -> pca.PCABasis:
-    """The 16-direction PCA basis of the whole dataset, cached as pca16_<key>.npz."""
+    """The 16-direction PCA basis of `dataset`, cached as pca16_<key>.npz."""
     path = os.path.join(os.path.expanduser(cache_dir), f"pca16_{dataset.cache_key}.npz") if cache_dir else ""
     if path and os.path.exists(path):
         try:
@@ -40,15 +40,6 @@ def pca_basis(dataset: data.Dataset, cache_dir: str) -> pca.PCABasis:
     return basis
 
 
-def split_halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint halves of a dataset (reference, held-out), by a fixed permutation."""
-    if len(images) < 4:
-        raise UserError(f"data.path: {len(images)} images are too few to evaluate (need at least 4)")
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
-    half = len(images) // 2
-    return images[np.sort(order[:half])], images[np.sort(order[half:2 * half])]
-
-
 def generate_images(sampler: sampling.Sampler, count: int, seed: int, batch_size: int = 64) -> np.ndarray:
     """[count, R, R, 1] float32 in [-1, 1] from the sampler, in fixed-size batches."""
     batches = [np.asarray(sampler(jax.random.fold_in(jax.random.PRNGKey(seed), i), batch_size))
@@ -56,23 +47,25 @@ def generate_images(sampler: sampling.Sampler, count: int, seed: int, batch_size
     return np.concatenate(batches)[:count]
 
 
-def evaluate(dataset: data.Dataset, generated: np.ndarray, out_dir: str, cache_dir: str,
+def evaluate(split: holdout.Split, generated: np.ndarray, out_dir: str, cache_dir: str,
              seed: int = 0, label: str = "generated") -> dict:
-    """Every metric for `generated` ([N, R, R, 1] in [-1, 1]) against `dataset`; writes the report.
+    """Every metric for `generated` ([N, R, R, 1] in [-1, 1]) against `split`'s data; writes the report.
 
     out_dir receives eval.json, report.md, real_vs_generated.png and
     closest_pairs.png (each generated image beside its nearest training image).
     """
+    dataset = split.training
     if generated.shape[1:] != dataset.images.shape[1:]:
         raise UserError(f"{label}: images are {generated.shape[1]}x{generated.shape[2]}, the training data "
                         f"{dataset.resolution}x{dataset.resolution}")
-    reference_u8, holdout_u8 = split_halves(dataset.images)
-    reference = np.asarray(reference_u8, np.float32) / 127.5 - 1.0
-    holdout = np.asarray(holdout_u8, np.float32) / 127.5 - 1.0
-    results = metrics.evaluate_sets(reference, generated, holdout, basis=pca_basis(dataset, cache_dir),
-                                    rng_seed=seed)
-    results["source"] = {"training data": dataset.source, "generated": label,
-                         "split": f"{len(reference)} reference / {len(holdout)} held-out real images"}
+    reference_u8, floor_u8, in_sample = split.evaluation_sets()
+    reference, floor = (np.asarray(images_u8, np.float32) / 127.5 - 1.0 for images_u8 in (reference_u8, floor_u8))
+    results = metrics.evaluate_sets(reference, generated, floor, basis=pca_basis(dataset, cache_dir),
+                                    rng_seed=seed, floor_in_sample=in_sample)
+    floor_source = ("the other half of the training data (in-sample)" if in_sample
+                    else f"held out from training: {split.note}")
+    results["source"] = {"training data": dataset.source, "generated": label, "held-out real": floor_source,
+                         "split": f"{len(reference)} reference / {len(floor)} held-out real images"}
     report.write_report(results, out_dir)
     report.save_side_by_side_png(images.representative(reference, 8, seed), generated,
                                  os.path.join(out_dir, "real_vs_generated.png"))
@@ -81,17 +74,26 @@ def evaluate(dataset: data.Dataset, generated: np.ndarray, out_dir: str, cache_d
     return results
 
 
-def training_metrics(generated: np.ndarray, basis: pca.PCABasis, seed: int = 0) -> dict:
-    """The cheap subset logged during training: rho, sigma and delta (with N), MS-SSIM.
+def training_metrics(generated: np.ndarray, basis: pca.PCABasis, seed: int = 0,
+                     reference_profiles: Optional[np.ndarray] = None) -> dict:
+    """The cheap subset logged during training: rho, sigma and delta (with N), MS-SSIM, spectrum distance.
 
-    generated: [N, R, R, 1] float32 in [-1, 1]. Keys are prefixed `eval_`.
+    generated: [N, R, R, 1] float32 in [-1, 1]. reference_profiles: the
+    training images' radial log power spectra (spectrum.radial_profiles); the
+    spectrum distances (all rings, upper half) are logged when given. Keys are
+    prefixed `eval_`.
     """
     coords, sq_norm = pca.project(generated, basis)
-    spectrum = pca.covariance_spectrum(generated, seed=seed)
-    return {"eval_rho": float(pca.realism_from_projection(coords, sq_norm).mean()),
-            "eval_sigma": float(spectrum.sigma), "eval_delta": int(spectrum.count_above()),
-            "eval_n": int(spectrum.n),
-            "eval_ms_ssim": float(metrics.msssim.ms_ssim_diversity(generated, 200, seed))}
+    covariance = pca.covariance_spectrum(generated, seed=seed)
+    results = {"eval_rho": float(pca.realism_from_projection(coords, sq_norm).mean()),
+               "eval_sigma": float(covariance.sigma), "eval_delta": int(covariance.count_above()),
+               "eval_n": int(covariance.n),
+               "eval_ms_ssim": float(metrics.msssim.ms_ssim_diversity(generated, 200, seed))}
+    if reference_profiles is not None:
+        distance = spectrum.profile_distance(spectrum.radial_profiles(generated), reference_profiles,
+                                             generated.shape[1])
+        results.update(eval_spectrum=distance["distance"], eval_spectrum_high=distance["distance_high"])
+    return results
 
 
 class TrainingEvaluator:
@@ -108,6 +110,8 @@ class TrainingEvaluator:
         self._results = {}
         if self.every:
             self.basis = pca_basis(dataset, config.data.cache_dir)
+            self.reference_profiles = spectrum.radial_profiles(
+                images.representative(dataset.images, 512, config.seed).astype(np.float32) / 127.5 - 1.0)
             count = config.get("eval_num_images", 64)
             self.z = arch.sample_latent(jax.random.PRNGKey(config.seed + 2), count)
 
@@ -119,7 +123,7 @@ class TrainingEvaluator:
         fake = np.asarray(sampling.generate(self.arch.generator(stage), state["g"], self.z, state["alpha"]))
         if fake.shape[1] != self.basis.image_shape[0]:
             return  # ProGAN below full size: the PCA space exists at full resolution only.
-        self._results = training_metrics(fake, self.basis)
+        self._results = training_metrics(fake, self.basis, reference_profiles=self.reference_profiles)
 
     def take_results(self) -> dict:
         results, self._results = self._results, {}
@@ -129,12 +133,12 @@ class TrainingEvaluator:
 def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, seed: int) -> tuple[dict, str]:
     """Evaluates the latest checkpoint in `workdir` against its training data."""
     sampler = sampling.load_sampler(workdir)
-    dataset = _training_data(config, sampler.resolution)
-    count = count or len(dataset) // 2
+    split = _training_data(config, sampler.resolution)
+    count = count or len(split.evaluation_sets()[1])
     out_dir = out_dir or os.path.join(workdir, f"eval_step{sampler.step}")
     generated = generate_images(sampler, count, seed)
     label = f"{config.model} + {config.loss}, step {sampler.step}"
-    return evaluate(dataset, generated, out_dir, config.data.cache_dir, seed, label), out_dir
+    return evaluate(split, generated, out_dir, config.data.cache_dir, seed, label), out_dir
 
 
 def evaluate_folder(config, images_path: str, out_dir: str, seed: int) -> tuple[dict, str]:
@@ -146,11 +150,13 @@ def evaluate_folder(config, images_path: str, out_dir: str, seed: int) -> tuple[
         if message.startswith("data.path: "):
             raise UserError("--eval_images: " + message[len("data.path: "):]) from None
         raise
-    dataset = _training_data(config, config.data.resolution)
+    split = _training_data(config, config.data.resolution)
     generated = np.asarray(generated_u8, np.float32) / 127.5 - 1.0
-    return evaluate(dataset, generated, out_dir, config.data.cache_dir, seed, images_path), out_dir
+    return evaluate(split, generated, out_dir, config.data.cache_dir, seed, images_path), out_dir
 
 
-def _training_data(config, resolution: int) -> data.Dataset:
-    return data.load_dataset(config.data.path, resolution, config.data.include_segmentation,
-                             config.data.min_foreground, config.data.cache_dir)
+def _training_data(config, resolution: int) -> holdout.Split:
+    """The config's data at `resolution` (a ProGAN checkpoint may be short of the config's)."""
+    data_config = config.data.copy_and_resolve_references()
+    data_config.resolution = resolution
+    return holdout.load(data_config)

@@ -33,7 +33,7 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-from mrigen import (data, evaluation, experiment_report, images, losses, models, plots, run_config, sampling,
+from mrigen import (data, evaluation, experiment_report, holdout, images, losses, models, plots, run_config, sampling,
                     tensorboard, train)
 from mrigen.errors import UserError
 from mrigen.metrics.report import to_json
@@ -157,11 +157,9 @@ def selected_pairs(config) -> list[tuple[str, str]]:
             for loss in names(config.losses, "losses", losses.LOSSES)]
 
 
-def load_data(config) -> data.Dataset:
-    shared = config.shared.data
-    return data.load_dataset(shared.path, shared.resolution,
-                             shared.get("include_segmentation", False), shared.get("min_foreground", 0.05),
-                             shared.cache_dir)
+def load_data(config) -> holdout.Split:
+    """The experiment's data (config.shared.data), with the real images its runs never train on."""
+    return holdout.load(config.shared.data)
 
 
 # ---------------------------------------------------------------- running
@@ -169,7 +167,8 @@ def load_data(config) -> data.Dataset:
 
 def run_experiment(config, workdir: str) -> dict:
     """Trains and evaluates every unfinished run, then writes the report. Returns experiment.json's dict."""
-    dataset = load_data(config)
+    split = load_data(config)
+    dataset = split.training
     runs = plan(config, workdir, len(dataset))
     records = {}
     for run in runs:
@@ -180,7 +179,7 @@ def run_experiment(config, workdir: str) -> dict:
                          records[run.name]["status"])
             continue
         logging.info("Run %d/%d %s: training in %s", i + 1, len(runs), run.label, run.workdir)
-        records[run.name] = train_and_evaluate(run, config, dataset)
+        records[run.name] = train_and_evaluate(run, config, split)
         write_record(run, records[run.name])
     results = summarize(config, runs, records, dataset)
     experiment_report.write_outputs(results, workdir, dataset, config.eval.grid_images)
@@ -217,7 +216,7 @@ def write_record(run: Run, record: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def train_and_evaluate(run: Run, config, dataset: data.Dataset) -> dict:
+def train_and_evaluate(run: Run, config, split: holdout.Split) -> dict:
     """Trains `run` (resuming), evaluates it, and returns its record (status done or diverged)."""
     record = {"name": run.name, "model": run.model, "loss": run.loss,
               "config": json.loads(run_config.to_json(run.config)),
@@ -229,7 +228,7 @@ def train_and_evaluate(run: Run, config, dataset: data.Dataset) -> dict:
         record.update(status="diverged", error=str(e), **timing(run.workdir))
         return record
     record.update(status="done", **timing(run.workdir))
-    record.update(evaluate_run(run, config, dataset))
+    record.update(evaluate_run(run, config, split))
     return record
 
 
@@ -273,10 +272,11 @@ def _same_process(a: dict, b: dict) -> bool:
     return b.get("elapsed_sec", 0.0) >= a.get("elapsed_sec", 0.0)
 
 
-def evaluate_run(run: Run, config, dataset: data.Dataset) -> dict:
+def evaluate_run(run: Run, config, split: holdout.Split) -> dict:
     """The metrics of the run's latest checkpoint against the data; writes its grid and eval report."""
     sampler = sampling.load_sampler(run.workdir)
-    count = config.eval.num_images or len(dataset) // 2
+    dataset = split.training
+    count = config.eval.num_images or len(split.evaluation_sets()[1])
     generated = evaluation.generate_images(sampler, max(count, config.eval.grid_images), config.eval.seed)
     stopped_at = None
     if sampler.resolution != dataset.resolution:  # ProGAN stopped by the clock before its last stage.
@@ -286,7 +286,7 @@ def evaluate_run(run: Run, config, dataset: data.Dataset) -> dict:
     images.save_grid(generated[:config.eval.grid_images], grid_path)
     generated = generated[:count]
     out = os.path.join(run.workdir, f"eval_step{sampler.step}")
-    results = evaluation.evaluate(dataset, generated, out, config.shared.data.cache_dir, config.eval.seed,
+    results = evaluation.evaluate(split, generated, out, config.shared.data.cache_dir, config.eval.seed,
                                   f"{run.label}, step {sampler.step}")
     tensorboard.write_eval(run.workdir, sampler.step, results)
     return {"checkpoint_step": sampler.step, "resolution_reached": sampler.resolution,
@@ -355,7 +355,7 @@ def describe(config) -> str:
     """The plan as text: data found, then each run's length and parameter counts."""
     from mrigen import dryrun
 
-    dataset = load_data(config)
+    dataset = load_data(config).training
     runs = plan(config, "", len(dataset))
     lines = [run_config.to_json(config), "", dryrun.describe_data(dataset), "",
              f"{len(runs)} runs:"]

@@ -131,10 +131,14 @@ def nearest_existing(path: str) -> str:
 
 
 def config_differences(previous, current) -> list[tuple[str, object, object]]:
-    """(field, previous value, current value) for each field a resumed run may not change."""
+    """(field, previous value, current value) for each field a resumed run may not change.
+
+    A field the previous config lacks and the current one leaves off ("", 0,
+    False) is no change: it was added to mrigen after that run started.
+    """
     old, new = flatten(previous), flatten(json.loads(to_json(current)))
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-            if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+            if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k) and (k in old or new.get(k))]
 
 
 def write_config(workdir: str, config) -> None:

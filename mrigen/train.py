@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mrigen import (checkpoint, data, distributed, evaluation, images, losses, models, parallel, plots, run_config,
-                    sampling)
+from mrigen import (checkpoint, data, distributed, evaluation, holdout, images, losses, models, parallel, plots,
+                    run_config, sampling)
 from mrigen.divergence import DivergedError, check_finite  # noqa: F401 (DivergedError: part of train's API)
 from mrigen.errors import UserError
 from mrigen.progress import ProgressReporter
@@ -201,14 +201,13 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     parallel.check_batch_size(config.train.batch_size, mesh)
     run_config.check_workdir(workdir, config)
     with StopSignals() as stop:
-        dataset = data.load_dataset(config.data.path, config.data.resolution,
-                                    config.data.include_segmentation, config.data.min_foreground,
-                                    config.data.cache_dir)
+        split = holdout.load(config.data)
+        dataset = split.training
         if len(dataset) < config.train.batch_size:
             raise UserError(f"train.batch_size: {config.train.batch_size} is larger than the "
                             f"{len(dataset)} images found in {dataset.source}")
-        logging.info("Data: %d slices at %dx%d from %s", len(dataset), dataset.resolution,
-                     dataset.resolution, dataset.source)
+        logging.info("Data: %d slices at %dx%d from %s%s", len(dataset), dataset.resolution,
+                     dataset.resolution, dataset.source, f"; held out: {split.note}" if split.note else "")
         optimizer = create_optimizer(config.train)
         ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, writer=True)
         try:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import smoke_config
-from mrigen import data, evaluation, train
+from mrigen import data, evaluation, holdout, train
 from test_cli import SMOKE, main_py
 
 
@@ -22,10 +22,10 @@ def trained(tmp_path_factory, shared_cache_dir):
 
 def test_split_halves_are_disjoint_and_fixed():
     images = np.arange(11)[:, None, None, None].astype(np.uint8)
-    reference, holdout = evaluation.split_halves(images)
-    assert len(reference) == len(holdout) == 5
-    assert not set(reference.ravel()) & set(holdout.ravel())
-    again, _ = evaluation.split_halves(images)
+    reference, floor = holdout.split_halves(images)
+    assert len(reference) == len(floor) == 5
+    assert not set(reference.ravel()) & set(floor.ravel())
+    again, _ = holdout.split_halves(images)
     np.testing.assert_array_equal(reference, again)
 
 
@@ -52,7 +52,7 @@ def test_evaluate_mode_writes_table_3_and_pictures(trained, shared_cache_dir):
 def test_evaluating_copies_of_training_images_flags_memorization(trained, shared_cache_dir, tmp_path):
     _, config = trained
     dataset = data.load_dataset("", 32, cache_dir=shared_cache_dir)
-    reference, _ = evaluation.split_halves(dataset.images)
+    reference, _ = holdout.split_halves(dataset.images)
     folder = tmp_path / "copies"
     folder.mkdir()
     for i, image in enumerate(reference[:40]):
@@ -72,3 +72,4 @@ def test_training_logs_cheap_metrics_at_the_configured_interval(tmp_path, shared
     evaluated = records[1]
     assert 0 < evaluated["eval_rho"] <= 1 and evaluated["eval_sigma"] > 0 and evaluated["eval_n"] == 16
     assert 0 <= evaluated["eval_ms_ssim"] <= 1 + 1e-6
+    assert 0 < evaluated["eval_spectrum_high"] and 0 < evaluated["eval_spectrum"]  # an untrained G is off
