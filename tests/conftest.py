@@ -9,10 +9,13 @@ import os
 import tempfile
 
 # Must happen before JAX initializes its backends.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit it
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "mrigen-test-jax-cache"))
+# One cache per pytest-xdist worker (and the subprocesses it starts): no two processes write one entry at once.
+_cache = os.environ.get("MRIGEN_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "mrigen-test-jax-cache"))
+os.environ["JAX_COMPILATION_CACHE_DIR"] = f"{_cache}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import jax  # noqa: E402

@@ -102,8 +102,10 @@ def only_masks(root):
 
 
 def corrupt_checkpoint(root):
+    """Truncates the largest array data file (OCDBT's d/ folder): metadata files such as _sharding
+    can outgrow it on several devices, and a restore with a given target does not need them."""
     state = os.path.join(root, RUN, "checkpoints", "2", "state")
-    files = [os.path.join(d, n) for d, _, names in os.walk(state) for n in names]
+    files = [os.path.join(d, n) for d, _, names in os.walk(state) for n in names if os.path.basename(d) == "d"]
     truncated(max(files, key=os.path.getsize))
     return []
 

@@ -17,7 +17,8 @@ def flat_params(tree) -> dict:
 @pytest.mark.parametrize("loss", sorted(losses.LOSSES))
 @pytest.mark.parametrize("model", sorted(models.ARCHITECTURES))
 def test_each_model_trains_with_each_loss(model, loss):
-    config = smoke_config(model, loss=loss)
+    # One G update per step: the loss is under test here; r updates are tested in test_train.py.
+    config = smoke_config(model, loss=loss, train__update_ratio=1)
     config.data.resolution = RESOLUTION[model]
     arch = models.build(config)
     stage = arch.stages[1] if len(arch.stages) > 1 else arch.stages[0]  # ProGAN: a fade-in stage
