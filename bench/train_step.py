@@ -9,8 +9,9 @@ Per model and precision it prints: compile time, median step time over
 memory, the same step with the batch drawn from a full-size device-resident
 dataset (--dataset_size images) against a batch-sized one, and the jitted
 sampler's images/s. With --torch, a PyTorch eager reference of the same
-iteration (bench/torch_reference.py; DCGAN only so far) is timed in the same
-run, fp32 (TF32 on), bf16 autocast, and bf16 + channels_last.
+iteration (bench/torch_reference.py, each model's last stage) is timed in the
+same run, fp32 (TF32 on), bf16 autocast, and bf16 + channels_last.
+bench/gpu_suite.sh runs all of these, each part in its own process.
 PyTorch is a benchmark dependency only, never of the package.
 """
 
@@ -133,13 +134,12 @@ def main():
                   f"({100 * r['peak_share']:.1f}% of peak)  peak mem {r['peak_mem_gib']:.2f} GiB  "
                   f"full-dataset {r.get('img_per_s_full_dataset', float('nan')):8.1f} img/s  "
                   f"sampler {r['sampler_img_per_s']:9.1f} img/s", flush=True)
-        if args.torch and model == "dcgan":
+        if args.torch:
             import torch_reference
 
-            for variant in ("fp32", "bf16", "bf16_channels_last"):
-                t = torch_reference.bench_dcgan_dragan(args.batch, args.resolution, args.width, variant,
-                                                       args.iters, args.warmup)
-                t.update(model=model, framework="torch")
+            for variant in torch_reference.VARIANTS:
+                t = torch_reference.bench(model, args.batch, args.resolution, args.width, variant,
+                                          args.iters, args.warmup)
                 results.append(t)
                 print(f"torch {model:8s} {variant:18s} step {t['step_ms']:8.1f} ms  {t['img_per_s']:8.1f} img/s",
                       flush=True)
