@@ -4,15 +4,58 @@ Run (the paper's size, ~3 GB per set of float32 images):
   .venv/bin/python bench/eval_metrics.py --n 11328 --resolution 256 [--others] [--cache /tmp/brains]
 Quick:
   .venv/bin/python bench/eval_metrics.py --n 2048 --resolution 64 --others
+The whole report (metrics.evaluate_sets: reference, generated and held-out
+sets of n images each), each part's time projected to --target-n:
+  .venv/bin/python bench/eval_metrics.py --report --n 4096 --resolution 256 --cache /tmp/brains
 """
 
 import argparse
+import cProfile
 import os
+import pstats
 import time
 
 import numpy as np
 
-from mrigen.metrics import frechet, memorization, msssim, pca, swd
+from mrigen import metrics
+from mrigen.metrics import (
+    comparison,
+    duplicates,
+    features,
+    frechet,
+    memorization,
+    msssim,
+    pca,
+    prdc,
+    spectrum,
+    swd,
+)
+
+# The parts of an evaluate_sets report, each with how its cost grows with the
+# set size N: 'linear', 'fixed', ('cap', c) linear up to c images, or
+# ('square', c) quadratic up to c. The Frechet forms hold both the feature FD
+# (capped at 5000) and the PCA-FD (all images, but 16 coordinates: small).
+REPORT_PARTS = (
+    ('rho and PCA coordinates', pca.project, 'linear'),
+    ('sigma and delta', pca.covariance_spectrum, 'linear'),
+    ('memorization: index of the training set', memorization.TrainingIndex.__init__, 'linear'),
+    ('memorization: 3 x 1000 queries', memorization.nearest_neighbours_pruned, 'linear'),
+    ('memorization: 3 x 1000 queries (below 128 px)', memorization.nearest_neighbours, 'linear'),
+    ('MS-SSIM (1000 pairs, 3 sets)', msssim.ms_ssim_pairs, 'fixed'),
+    ('SWD (2048 images, shared reference)', swd.swd_against, ('cap', 2048)),
+    ('spectrum profiles (2048 images)', spectrum.radial_profiles, ('cap', 2048)),
+    ('random features (5000 images)', features.random_features, ('cap', 5000)),
+    ('PRDC distance table (5000 points)', prdc.squared_distance_table, ('square', 5000)),
+    ('duplicates: pair tables (1000 images)', duplicates.PairTable.__init__, 'fixed'),
+    ('duplicates: exact shares', duplicates.duplicate_share, 'fixed'),
+    ('resampled spectrum', comparison.SpectrumForm.values, ('cap', 2048)),
+    ('resampled Frechet distances', comparison.FrechetForm.values, ('cap', 5000)),
+    ('KID and resampled KID', comparison.KIDForm._kid, 'fixed'),
+    ('resampled PRDC', comparison.PRDCForm.values, ('square', 5000)),
+    ('resampled duplicate share', comparison.DuplicateForm.values, 'fixed'),
+    ('resampled SWD', comparison.SWDForm.values, ('cap', 2048)),
+    ('resampled MS-SSIM', comparison.MSSSIMForm.values, 'fixed'),
+)
 
 
 def synthetic_brains(n: int, resolution: int, seed: int, chunk: int = 256) -> np.ndarray:
@@ -69,6 +112,49 @@ def timed(label, fn, *args, **kwargs):
     return result
 
 
+def _growth(rule, n: int, target: int) -> float:
+    if rule == 'linear':
+        return target / n
+    if rule == 'fixed':
+        return 1.0
+    kind, cap = rule
+    ratio = min(target, cap) / min(n, cap)
+    return ratio if kind == 'cap' else ratio ** 2
+
+
+def time_report(args) -> None:
+    """Times metrics.evaluate_sets on three synthetic sets of args.n images, part by part."""
+    sets = [timed(f'synthesize set {seed} (not a metric)', cached_set, args, seed) for seed in (1, 2, 3)]
+    basis = timed('fit_pca_basis (cached in evaluations)', pca.fit_pca_basis, sets[0])
+    print(f'load average {os.getloadavg()[0]:.1f}', flush=True)
+    profile = cProfile.Profile()
+    wall = time.perf_counter()
+    profile.enable()
+    results = metrics.evaluate_sets(*sets, basis=basis)
+    profile.disable()
+    wall = time.perf_counter() - wall
+    stats = pstats.Stats(profile).stats
+    cumulative = {key: value[3] for key, value in stats.items()}
+    target, total = args.target_n, 0.0
+    print(f'\n| part | growth | s at N={args.n} | s at N={target} |\n|---|---|---|---|')
+    for label, fn, rule in REPORT_PARTS:
+        code = fn.__code__
+        seconds = cumulative.get((code.co_filename, code.co_firstlineno, code.co_name), 0.0)
+        projected = seconds * _growth(rule, args.n, target)
+        total += projected
+        growth = rule if isinstance(rule, str) else f'{rule[0]} {rule[1]}'
+        print(f'| {label} | {growth} | {seconds:.1f} | {projected:.1f} |')
+    measured = sum(cumulative.get((f.__code__.co_filename, f.__code__.co_firstlineno, f.__code__.co_name), 0)
+                   for _, f, _ in REPORT_PARTS)
+    rest = max(wall - measured, 0.0)
+    total += rest * target / args.n
+    print(f'| the rest (taken as linear) | linear | {rest:.1f} | {rest * target / args.n:.1f} |')
+    print(f'| **evaluate_sets** | | **{wall:.1f}** | **{total:.1f}** |')
+    print(f'\nverdict on the second synthetic set: '
+          f"{results['sets']['generated']['distinguishable_by'] or 'not distinguishable'}; "
+          f'load average now {os.getloadavg()[0]:.1f}')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--n', type=int, default=11328, help='images per set')
@@ -80,7 +166,13 @@ def main():
     parser.add_argument('--msssim-pairs', type=int, default=1000)
     parser.add_argument('--cache', default=None,
                         help='folder to keep the synthetic sets in as .npy between runs')
+    parser.add_argument('--report', action='store_true',
+                        help='time the whole report (evaluate_sets) instead, projected to --target-n')
+    parser.add_argument('--target-n', type=int, default=11328, help='N to project the report to')
     args = parser.parse_args()
+    if args.report:
+        print(f'n={args.n} resolution={args.resolution} cpus={os.cpu_count()}')
+        return time_report(args)
 
     print(f'n={args.n} resolution={args.resolution} cpus={os.cpu_count()} '
           f'load average={os.getloadavg()[0]:.1f}')

@@ -11,7 +11,7 @@ import scipy.signal
 from PIL import Image
 
 from mrigen import metrics
-from mrigen.metrics import frechet, memorization, msssim, pca, report, swd
+from mrigen.metrics import comparison, frechet, memorization, msssim, pca, report, swd
 
 
 def blob_images(n, size, seed, noise=0.0):
@@ -238,6 +238,21 @@ def test_ms_ssim_clips_negative_scales_to_zero(train):
     np.testing.assert_array_equal(msssim.ms_ssim(train[:2], inverted), [0, 0])
 
 
+def test_banded_window_filter_equals_the_dense_product_at_256_px():
+    x = np.random.default_rng(0).standard_normal((3, 256, 260)).astype(np.float32)
+    dense = msssim.separable(x, msssim._valid_filter_matrix(256), msssim._valid_filter_matrix(260))
+    banded = msssim._valid_filter(x)
+    assert banded.shape == (3, 246, 250)
+    np.testing.assert_allclose(banded, dense, atol=1e-5)
+
+
+def test_ms_ssim_pairs_are_what_diversity_averages(train):
+    pairs, values = msssim.ms_ssim_pairs(train, n_pairs=30, seed=4)
+    np.testing.assert_array_equal(pairs, msssim.random_pairs(len(train), 30, 4))
+    np.testing.assert_allclose(values, msssim.ms_ssim(train[pairs[:, 0]], train[pairs[:, 1]]), rtol=1e-12)
+    assert msssim.ms_ssim_diversity(train, n_pairs=30, seed=4) == pytest.approx(values.mean(), rel=1e-12)
+
+
 def test_ms_ssim_diversity(train):
     copies = np.repeat(train[:1], 10, axis=0)
     assert msssim.ms_ssim_diversity(copies, n_pairs=20) == pytest.approx(1.0, abs=1e-6)
@@ -347,6 +362,29 @@ def test_nearest_neighbours_match_brute_force(train, generated):
     np.testing.assert_allclose(dist, loo.min(axis=1), rtol=1e-12)
 
 
+def test_pruned_search_is_exact_at_128_px():
+    reference = blob_images(40, 128, seed=5).reshape(40, -1)
+    queries = blob_images(12, 128, seed=6, noise=0.1).reshape(12, -1)  # noise loosens the bound
+    queries[3] = reference[17]
+    assert memorization.pool_factor((128, 128)) == 2 and memorization.pool_factor((64, 64)) == 1
+    full = np.linalg.norm(queries[:, None].astype(np.float64) - reference[None].astype(np.float64), axis=2)
+    dist, index = memorization.nearest_neighbours_pruned(queries, reference, (128, 128))
+    np.testing.assert_array_equal(index, full.argmin(axis=1))
+    np.testing.assert_allclose(dist, full.min(axis=1), rtol=1e-12)
+    assert dist[3] == 0 and index[3] == 17
+    rows = np.array([2, 17, 30])
+    loo = np.linalg.norm(reference[rows, None].astype(np.float64) - reference[None].astype(np.float64), axis=2)
+    loo[np.arange(3), rows] = np.inf
+    index_ = memorization.TrainingIndex(reference.reshape(40, 128, 128))
+    dist, index = index_.nearest(reference, query_rows=rows, exclude=rows)
+    np.testing.assert_array_equal(index, loo.argmin(axis=1))
+    np.testing.assert_allclose(dist, loo.min(axis=1), rtol=1e-12)
+    p, residual, sq = memorization.pooled(reference[:3], (128, 128), 2)
+    blocks = reference[:3].reshape(3, 64, 2, 64, 2).astype(np.float64)
+    np.testing.assert_allclose(p, 2 * blocks.mean(axis=(2, 4)).reshape(3, -1), rtol=1e-5)
+    np.testing.assert_allclose(residual ** 2 + (p.astype(np.float64) ** 2).sum(axis=1), sq, rtol=1e-6)
+
+
 def test_memorization_finds_exact_copies(train, generated, tmp_path):
     gen = generated.copy()
     gen[[5, 17]] = train[[9, 30]]
@@ -367,8 +405,37 @@ def test_memorization_finds_exact_copies(train, generated, tmp_path):
 
 def test_get_metric_lists_known_names():
     assert metrics.get_metric('swd') is swd.swd
-    with pytest.raises(KeyError, match='known: memorization, ms_ssim, pca_fd, realism'):
+    with pytest.raises(KeyError, match='known: duplicate_share, feature_fd, kid, memorization, ms_ssim'):
         metrics.get_metric('fid')
+
+
+def test_swd_against_shares_the_reference_and_equals_swd(train, generated):
+    holdout = blob_images(40, 32, seed=2)
+    raw = {}
+    got = swd.swd_against(train, {'generated': generated, 'held-out': holdout}, 40, seed=5, raw=raw)
+    assert got['generated'] == swd.swd(train, generated, max_images=40, seed=5)
+    assert got['held-out'] == swd.swd(train, holdout, max_images=40, seed=5)
+    assert set(raw) == {'reference', 'generated', 'held-out'}
+    assert [len(level) for level in raw['generated']] == [40 * 128, 40 * 128]
+    _, desc = swd.descriptors(holdout[:8])
+    _, raw_desc = swd.raw_descriptors(holdout[:8])
+    np.testing.assert_array_equal(desc[0], swd.normalized(raw_desc[0]))
+
+
+def test_resampled_swd_sees_noise_and_is_zero_for_a_set_against_itself(train):
+    clean, noisy = blob_images(40, 32, seed=3), blob_images(40, 32, seed=3, noise=0.2)
+    projections = {}
+    for name, x in (('train', train[:40]), ('clean', clean), ('noisy', noisy)):
+        projections[name] = swd.ResamplingProjections(swd.raw_descriptors(x, seed=1)[1], seed=1)
+    rows = np.arange(0, 40, 2)
+    clean_value = swd.resampled_swd(projections['train'], projections['clean'], rows, rows)
+    noisy_value = swd.resampled_swd(projections['train'], projections['noisy'], rows, rows)
+    # Noise shows at the finest level (the 16 px low-pass level hardly sees it), as with swd.
+    assert len(clean_value) == 2 and noisy_value[0] > 2 * clean_value[0]
+    same = swd.resampled_swd(projections['clean'], projections['clean'], rows, rows)
+    assert same == [0.0, 0.0]
+    with pytest.raises(ValueError, match='differ in size'):
+        swd.resampled_swd(projections['train'], projections['clean'], rows, rows[:5])
 
 
 def test_evaluate_sets_and_report(train, generated, basis, tmp_path):
@@ -391,3 +458,63 @@ def test_evaluate_sets_and_report(train, generated, basis, tmp_path):
     assert '| held-out real |' in md
     report.save_side_by_side_png(holdout, generated, tmp_path / 'side.png', n=4)
     assert Image.open(tmp_path / 'side.png').size == (4 * 32 + 3 * 2, 2 * 32 + 2)
+
+
+def test_evaluate_sets_adds_the_texture_metrics_intervals_and_verdict(train, basis, tmp_path):
+    generated = blob_images(48, 32, seed=1, noise=0.3)  # speckled: texture tells it from real data
+    holdout = blob_images(40, 32, seed=2)
+    results = metrics.evaluate_sets(train, generated, holdout, basis=basis, n_msssim_pairs=50,
+                                    memorization_queries=16, rng_seed=3)
+    rows = results['sets']
+    gen, floor = rows['generated'], rows['held-out real']
+    # Existing keys stay; the compared sets are cut to the floor's 40 images.
+    assert {'n', 'rho', 'sigma', 'delta', 'ms_ssim', 'swd', 'pca_fd', 'memorization'} <= set(gen)
+    assert results['comparison']['n_images']['compared'] == 40 and gen['prdc']['n_images'] == 40
+    for name in ('generated', 'held-out real'):
+        texture = rows[name]['texture']
+        assert list(texture) == list(comparison.FAMILY)
+        for metric, t in texture.items():
+            assert t['low'] <= t['value'] <= t['high'], (name, metric)
+    assert gen['texture']['spectrum_high']['value'] == gen['spectrum']['distance_high']
+    assert gen['texture']['kid']['value'] == gen['kid']['mean'] and gen['kid']['std'] > 0
+    assert gen['texture']['swd']['value'] == gen['swd']['avg']
+    assert gen['texture']['ms_ssim']['value'] == gen['ms_ssim']
+    assert gen['texture']['duplicate_share']['value'] == gen['duplicates']['share']
+    assert len(gen['swd']['per_level_low']) == len(gen['swd']['resolutions']) == 2
+    assert 'spectrum_high' in gen['distinguishable_by'] and 'kid' in gen['distinguishable_by']
+    assert set(gen['verdict']) == set(comparison.FAMILY)
+    assert 'distinguishable_by' not in floor and 'verdict' not in floor
+    assert results['comparison']['floor_in_sample'] is True
+    # Seeded: the same seed gives the same intervals, another seed other ones.
+    again = metrics.evaluate_sets(train, generated, holdout, basis=basis, n_msssim_pairs=50,
+                                  memorization_queries=16, rng_seed=3, floor_in_sample=False)
+    assert again['sets']['generated']['texture'] == gen['texture']
+    report.write_report(results, tmp_path / 'in')
+    report.write_report(again, tmp_path / 'out')
+    md = (tmp_path / 'in' / 'report.md').read_text()
+    assert '**The floor is in-sample.**' in md and 'out-of-sample' not in md
+    assert ('- generated: distinguishable from real data by ' + ', '.join(gen['distinguishable_by'])
+            + ' (family-wise level 0.05).') in md
+    assert '- held-out real: the floor itself (no verdict).' in md
+    kid = gen['texture']['kid']
+    assert f"| kid x1e3 | higher | {report._num(1e3 * kid['value'])} [{report._num(1e3 * kid['low'])}, " in md
+    assert '| set | 32 | 16 | avg |' in md and f"{gen['swd']['per_level'][0]:.2f} [" in md
+    assert 'The floor is out-of-sample' in (tmp_path / 'out' / 'report.md').read_text()
+    loaded = json.loads((tmp_path / 'in' / 'eval.json').read_text())
+    assert loaded['sets']['generated']['distinguishable_by'] == gen['distinguishable_by']
+    assert len(loaded['spectrum_profiles']['generated']) == len(loaded['spectrum_profiles']['frequencies'])
+    with Image.open(tmp_path / 'in' / 'spectrum.png') as image:
+        assert image.format == 'PNG' and image.size[0] > 300
+
+
+def test_report_says_when_nothing_tells_a_set_from_real_data(train, basis, tmp_path):
+    holdout = blob_images(32, 32, seed=2)
+    results = metrics.evaluate_sets(train, holdout, holdout, basis=basis, n_msssim_pairs=20,
+                                    memorization_queries=16)
+    assert results['sets']['generated']['distinguishable_by'] == []
+    md = report.render_markdown(results)
+    assert ('- generated: not distinguishable from held-out real data by any of the 12 metrics '
+            '(family-wise level 0.05).') in md
+    alone = metrics.evaluate_sets(train, holdout, basis=basis, n_msssim_pairs=20, memorization_queries=16)
+    assert 'distinguishable_by' not in alone['sets']['generated'] and alone['comparison']['floor'] is None
+    assert 'no real-vs-real floor' in report.render_markdown(alone)

@@ -1,9 +1,11 @@
 """Small helpers shared by the metric modules: image conversion, chunking, PNGs."""
 
+import functools
 import os
 import tempfile
 
 import numpy as np
+
 from mrigen.images import save_grid
 
 
@@ -81,3 +83,45 @@ def atomic_write(path, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+_PARALLEL_SORT_MIN = 1 << 20  # elements; below this one thread sorts faster
+
+
+@functools.cache
+def _sort_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4))
+
+
+def sort_rows(x: np.ndarray) -> np.ndarray:
+    """Sorts each row of a 2-D array in place, rows split among threads; returns x.
+
+    numpy's sort is single-threaded but releases the GIL, so large arrays
+    (SWD's [128, 262144] projections) sort about 1.5x faster on 2 cores.
+    """
+    workers = _sort_pool()._max_workers
+    if x.size < _PARALLEL_SORT_MIN or workers == 1 or len(x) < 2:
+        x.sort(axis=1)
+        return x
+    parts = np.array_split(np.arange(len(x)), min(workers, len(x)))
+    list(_sort_pool().map(lambda rows: x[rows[0]:rows[-1] + 1].sort(axis=1), parts))
+    return x
+
+
+@functools.cache
+def _threadpools():
+    from threadpoolctl import ThreadpoolController  # installed with scikit-learn
+
+    return ThreadpoolController()  # scans the loaded BLAS libraries once (5 ms a scan)
+
+
+def one_blas_thread():
+    """A context manager holding BLAS to one thread.
+
+    For many small products (KID's 100 x d blocks, Frechet distances at d
+    ~ 600): waking BLAS threads costs more than the work, and on a busy
+    2-core machine two threads were 10-20x slower than one.
+    """
+    return _threadpools().limit(limits=1, user_api='blas')

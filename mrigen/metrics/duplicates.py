@@ -17,12 +17,12 @@ _CANDIDATES = 16  # closest approximate pairs re-measured exactly for the thresh
 _BAND = 1e-3  # relative band around the threshold where a pair is re-measured exactly
 
 
-def _pair_sq_distances(x: np.ndarray):
-    """(i, j, approximate squared L2) of all pairs i < j of x's rows [n, D], float32 products."""
+def _sq_distance_matrix(x: np.ndarray) -> np.ndarray:
+    """[n, n] float64 approximate squared L2 distances of x's rows [n, D], from float32 products."""
     gram = x @ x.T  # BLAS syrk would do half the work, but OpenBLAS's takes as long
     sq = np.diag(gram).astype(np.float64)
-    i, j = np.triu_indices(len(x), k=1)
-    return i, j, np.maximum(sq[i] + sq[j] - 2 * gram[i, j].astype(np.float64), 0.0)
+    d2 = sq[:, None] + sq[None, :] - 2 * gram.astype(np.float64)
+    return np.maximum(d2, 0.0, out=d2)
 
 
 def _exact(x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -39,27 +39,60 @@ def _subset(images, n: int, seed: int, stream: int):
     return rows, flat(np.asarray(images)[rows])  # converts only the chosen uint8 images
 
 
-def closest_pair_distance(real, n_images: int | None = 1000, seed: int = 0) -> float:
+class PairTable:
+    """Every pair among a seeded random choice of n images of one set, for resampling.
+
+    rows: [n] indices of the chosen images; x: [n, D] float32 the images;
+    sq: [n, n] float64 approximate squared L2 distances (float32 products of
+    centered images, relative error ~1e-6), the diagonal 0. Stream 0 is the
+    choice closest_pair_distance makes of the real set, stream 1 the one
+    duplicate_share makes of a generated set.
+    """
+
+    def __init__(self, images, n_images: int, seed: int = 0, stream: int = 1):
+        self.rows, self.x = _subset(images, n_images, seed, stream)
+        center = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.sq = _sq_distance_matrix(self.x - center)
+
+
+def resampled_share(real: PairTable, generated: PairTable, real_rows, gen_rows) -> float:
+    """duplicate_share on a subset of each table: the share of the generated subset's pairs
+    closer than the closest pair of the real subset, from the approximate distances.
+
+    real_rows, gen_rows: distinct indices into each table (at least 2). Cheap:
+    no pixel is read. For resampling, not for reporting (no exact re-measure).
+    """
+    i, j = np.triu_indices(len(real_rows), k=1)
+    threshold = real.sq[np.ix_(real_rows, real_rows)][i, j].min()
+    i, j = np.triu_indices(len(gen_rows), k=1)
+    return float(np.mean(generated.sq[np.ix_(gen_rows, gen_rows)][i, j] < threshold))
+
+
+def closest_pair_distance(real, n_images: int | None = 1000, seed: int = 0,
+                          table: PairTable | None = None) -> float:
     """L2 distance of the closest pair among n = min(n_images, N) real images (seeded choice).
 
     real: [N, H, W(, 1)] float32 in [-1, 1] (or uint8). The threshold of
     duplicate_share; compute it once to measure several generated sets
-    against one real set (same n_images and seed). Cost: one n x n float32
+    against one real set (same n_images and seed). table: PairTable(real, n,
+    seed, stream=0), to reuse (built here if None). Cost: one n x n float32
     product over D pixels (2 s for n = 1000 at 256 px on 2 cores), then the
     16 closest candidate pairs exactly.
     """
-    n = min(n_images or len(real), len(real))
-    if n < 2:
-        raise ValueError('need at least 2 real images')
-    _, x = _subset(real, n, seed, 0)
-    center = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-    i, j, d2 = _pair_sq_distances(x - center)
+    if table is None:
+        n = min(n_images or len(real), len(real))
+        if n < 2:
+            raise ValueError('need at least 2 real images')
+        table = PairTable(real, n, seed, stream=0)
+    i, j = np.triu_indices(len(table.rows), k=1)
+    d2 = table.sq[i, j]
     cand = np.argpartition(d2, min(_CANDIDATES, len(d2)) - 1)[:_CANDIDATES]
-    return float(_exact(x, i[cand], j[cand]).min())
+    return float(_exact(table.x, i[cand], j[cand]).min())
 
 
 def duplicate_share(real, generated, n_images: int | None = 1000, seed: int = 0,
-                    k_pairs: int = 8, threshold: float | None = None) -> dict:
+                    k_pairs: int = 8, threshold: float | None = None,
+                    table: PairTable | None = None) -> dict:
     """Share of pairs of generated images closer than the closest pair of real images.
 
     real, generated: [N, H, W(, 1)] float32 in [-1, 1] (or uint8), same H, W.
@@ -67,10 +100,11 @@ def duplicate_share(real, generated, n_images: int | None = 1000, seed: int = 0,
     choice; all if n_images is None); all pairs within each set are measured
     (one n x n product over D pixels per set). threshold:
     closest_pair_distance(real, n, seed), computed here if None; 0 when the
-    real images hold an exact copy, and then no pair is closer. Distances are
-    L2 over all pixels in [-1, 1] units, from float32 products of centered
-    images; the threshold pair and generated pairs within 0.1% of it are
-    re-measured exactly in float64, so an exact copy is at distance 0.
+    real images hold an exact copy, and then no pair is closer. table:
+    PairTable(generated, n, seed, stream=1), to reuse (built here if None).
+    Distances are L2 over all pixels in [-1, 1] units, from float32 products
+    of centered images; the threshold pair and generated pairs within 0.1% of
+    it are re-measured exactly in float64, so an exact copy is at distance 0.
     Returns {'share' in [0, 1], 'threshold' (the closest real pair's
     distance), 'n_images', 'n_pairs', 'n_close_pairs', 'closest_pairs':
     [[i, j, distance], ...] the k_pairs closest generated pairs, i < j
@@ -83,8 +117,13 @@ def duplicate_share(real, generated, n_images: int | None = 1000, seed: int = 0,
         raise ValueError('need at least 2 images per set')
     if threshold is None:
         threshold = closest_pair_distance(real, n, seed)
-    rows, x = _subset(generated, n, seed, 1)
-    i, j, d2 = _pair_sq_distances(x - x.mean(axis=0, dtype=np.float64).astype(np.float32))
+    if table is None:
+        table = PairTable(generated, n, seed, stream=1)
+    elif len(table.rows) != n:
+        raise ValueError(f'table holds {len(table.rows)} images, expected {n}')
+    rows, x = table.rows, table.x
+    i, j = np.triu_indices(n, k=1)
+    d2 = table.sq[i, j]
     t2 = threshold ** 2
     close = d2 < t2
     if t2 > 0:

@@ -40,10 +40,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from mrigen.metrics import frechet
-from mrigen.metrics._util import as_float_images, chunks
+from mrigen.metrics._util import as_float_images, chunks, one_blas_thread
 
 WIDTHS = (16, 32, 64, 64, 128)  # channels of the stem and each 2x2 stride-2 layer
 MIN_STEM_PATCH = 4
@@ -149,6 +148,6 @@ def feature_frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> 
     """
     # One BLAS thread: at d ~ 600 two threads gain little on a quiet machine
     # and were 10-20x slower (eigh) on a busy 2-core one.
-    with threadpool_limits(limits=1, user_api='blas'):
+    with one_blas_thread():
         return frechet.frechet_distance(*frechet.gaussian_stats(features_a),
                                         *frechet.gaussian_stats(features_b))

@@ -18,21 +18,24 @@ def gaussian_stats(features: np.ndarray):
     return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
 
 
-def frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
+def frechet_distance(mu_a, cov_a, mu_b, cov_b, root_a=None) -> float:
     """||mu_a - mu_b||^2 + tr(cov_a + cov_b - 2 (cov_a cov_b)^(1/2)), >= 0.
 
     tr((cov_a cov_b)^(1/2)) is computed as the sum of square roots of the
     eigenvalues of the symmetric PSD matrix cov_a^(1/2) cov_b cov_a^(1/2),
-    which has the same spectrum and avoids a non-symmetric sqrtm.
+    which has the same spectrum and avoids a non-symmetric sqrtm. root_a:
+    psd_sqrt(cov_a), to reuse against several b (computed here if None).
     """
-    root_a = _psd_sqrt(cov_a)
+    if root_a is None:
+        root_a = psd_sqrt(cov_a)
     middle = root_a @ cov_b @ root_a
     cross = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)))
     diff = np.asarray(mu_a) - np.asarray(mu_b)
     return float(max(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * cross, 0.0))
 
 
-def _psd_sqrt(c: np.ndarray) -> np.ndarray:
+def psd_sqrt(c: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric PSD matrix [K, K] (negative eigenvalues taken as 0)."""
     w, v = np.linalg.eigh((c + c.T) / 2)
     return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
 

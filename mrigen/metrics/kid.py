@@ -11,7 +11,8 @@ estimator, not the network.
 """
 
 import numpy as np
-from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+from mrigen.metrics._util import one_blas_thread
 
 
 def polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -58,7 +59,7 @@ def kid(features_a: np.ndarray, features_b: np.ndarray, subset_size: int = 100,
     values = []
     # Hundreds of 100 x d products: BLAS threads cost more to wake than the
     # work (20x slower on a busy 2-core machine); one thread does them all.
-    with threadpool_limits(limits=1, user_api='blas'):
+    with one_blas_thread():
         for _ in range(n_subsets):
             xa = a if m == len(a) else a[rng.choice(len(a), m, replace=False)]
             xb = b if m == len(b) else b[rng.choice(len(b), m, replace=False)]

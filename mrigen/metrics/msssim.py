@@ -48,6 +48,34 @@ def _valid_filter_matrix(n: int) -> np.ndarray:
     return m
 
 
+_BAND_BLOCK = 64  # output rows per block of the banded filter
+
+
+def _valid_filter(x: np.ndarray) -> np.ndarray:
+    """The Gaussian window over both axes of x [N, h, w], 'valid': [N, h - s + 1, w - s + 1].
+
+    The same product as separable(x, _valid_filter_matrix(h), ...), taken in
+    blocks of 64 output rows that read only the 64 + s - 1 input rows they
+    need: at 256 px a quarter of the dense product's multiply-adds.
+    """
+    n, h, w = x.shape
+    rows, cols = _valid_filter_matrix(h), _valid_filter_matrix(w)
+    if min(h, w) < 4 * _BAND_BLOCK:
+        return separable(x, rows, cols)
+    reach = h - rows.shape[0]  # window size - 1
+    y = np.empty((n, rows.shape[0], w), np.float32)
+    for i0 in range(0, rows.shape[0], _BAND_BLOCK):
+        i1 = min(i0 + _BAND_BLOCK, rows.shape[0])
+        y[:, i0:i1] = np.moveaxis(np.tensordot(rows[i0:i1, i0:i1 + reach], x[:, i0:i1 + reach],
+                                               axes=(1, 1)), 0, 1)
+    out = np.empty((n, rows.shape[0], cols.shape[0]), np.float32)
+    reach = w - cols.shape[0]
+    for j0 in range(0, cols.shape[0], _BAND_BLOCK):
+        j1 = min(j0 + _BAND_BLOCK, cols.shape[0])
+        out[:, :, j0:j1] = y[:, :, j0:j1 + reach] @ cols[j0:j1, j0:j1 + reach].T
+    return out
+
+
 def _downsample(x: np.ndarray) -> np.ndarray:
     """2x2 average; an odd last row or column is dropped."""
     n, h, w = x.shape
@@ -57,9 +85,8 @@ def _downsample(x: np.ndarray) -> np.ndarray:
 
 def _ssim_terms(x: np.ndarray, y: np.ndarray):
     """Per pair mean of the contrast-structure map and of the full SSIM map, float64 [P]."""
-    p, h, w = x.shape
-    maps = separable(np.concatenate([x, y, x * x, y * y, x * y]),
-                     _valid_filter_matrix(h), _valid_filter_matrix(w))
+    p = len(x)
+    maps = _valid_filter(np.concatenate([x, y, x * x, y * y, x * y]))
     mu_x, mu_y, xx, yy, xy = maps.reshape(5, p, *maps.shape[1:])
     var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
     c1, c2 = (K1 * DATA_RANGE) ** 2, (K2 * DATA_RANGE) ** 2
@@ -110,10 +137,19 @@ def ms_ssim_diversity(images, n_pairs: int = 1000, seed: int = 0) -> float:
     images: [N, H, W(, 1)] in [-1, 1]. Returns a float in [0, 1]; lower is more
     diverse. Compare with the same number of pairs of a real set.
     """
+    return float(ms_ssim_pairs(images, n_pairs, seed)[1].mean())
+
+
+def ms_ssim_pairs(images, n_pairs: int = 1000, seed: int = 0):
+    """The pairs ms_ssim_diversity averages, and each pair's MS-SSIM.
+
+    images: [N, H, W(, 1)] in [-1, 1]. Returns (pairs [n_pairs, 2] int, from
+    random_pairs(N, n_pairs, seed); values [n_pairs] float64 in [0, 1]).
+    """
     x = as_float_images(images)
     pairs = random_pairs(len(x), n_pairs, seed)
-    total = 0.0
+    values = np.empty(len(pairs))
     for start, stop in chunks(len(pairs), _CHUNK_PAIRS):
         p = pairs[start:stop]
-        total += ms_ssim(x[p[:, 0]], x[p[:, 1]]).sum()
-    return total / len(pairs)
+        values[start:stop] = ms_ssim(x[p[:, 0]], x[p[:, 1]])
+    return pairs, values
