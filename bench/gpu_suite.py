@@ -24,6 +24,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+from timing import median_time, peak_memory_gib  # noqa: E402
+
 
 def emit(args, record: dict) -> None:
     """Appends one result line and prints it."""
@@ -31,25 +33,6 @@ def emit(args, record: dict) -> None:
     with open(args.jsonl, "a") as f:
         f.write(json.dumps(record) + "\n")
     print(json.dumps(record), flush=True)
-
-
-def median_time(fn, iters: int, warmup: int) -> float:
-    """Median wall time of fn() in seconds; fn must block until its result is ready."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def peak_memory_gib() -> float:
-    import jax
-
-    stats = jax.devices()[0].memory_stats() or {}
-    return stats.get("peak_bytes_in_use", float("nan")) / 2**30
 
 
 def model_config(model: str, args, precision: str = "float32"):

@@ -18,7 +18,6 @@ PyTorch is a benchmark dependency only, never of the package.
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -29,26 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from flops import count_flops  # noqa: E402
+from timing import median_time, peak_memory_gib  # noqa: E402
 from mrigen import losses, models, parallel, run_config, sampling, state as state_lib, train  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def median_time(fn, iters: int, warmup: int) -> float:
-    """Median wall time of fn() in seconds; fn must block until its result is ready."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def peak_memory_gib() -> float:
-    stats = jax.devices()[0].memory_stats() or {}
-    return stats.get("peak_bytes_in_use", float("nan")) / 2**30
 
 
 def bench_model(model: str, precision: str, args) -> dict:

@@ -272,4 +272,4 @@ def evaluate(config, workdir: str, flags) -> None:
         _, out = evaluation.evaluate_workdir(config, workdir, flags.out, flags.num_eval, flags.sample_seed)
     with open(os.path.join(out, "report.md")) as f:
         print(f.read())
-    print(f"wrote {out}/eval.json, report.md, real_vs_generated.png, closest_pairs.png")
+    print(f"wrote {out}/eval.json, report.md, real_vs_generated.png, closest_pairs.png, spectrum.png")
