@@ -118,8 +118,8 @@ class Run:
         self.resumes_from = None
         self.started = time.time()
         with open(log_path, "w") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-                                            preexec_fn=default_signal_handlers)
+            self.process = subprocess.Popen(with_default_signals(command), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                            stderr=log)
 
     def wait(self):
         returncode = self.process.wait(timeout=300)
@@ -127,15 +127,17 @@ class Run:
             return returncode, f.read()
 
 
-def default_signal_handlers():
-    """In a child before exec: SIGINT and SIGTERM back to their defaults.
+# A suite started in the background (`nohup pytest &`) passes an ignored SIGINT to its children,
+# which StopSignals rightly leaves ignored; the children of these tests are meant to see it. The
+# child restores the defaults itself: a preexec_fn could deadlock after fork in a threaded process.
+RESTORE_SIGNALS = "import signal; [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)]; "
 
-    A suite started in the background (`nohup pytest &`) passes an ignored
-    SIGINT to its children, which StopSignals rightly leaves ignored; the
-    children of these tests are meant to see it.
-    """
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
+
+def with_default_signals(command):
+    """`python script.py args` as a command that first sets SIGINT and SIGTERM to their defaults."""
+    python, script, *args = command
+    run_script = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    return [python, "-c", RESTORE_SIGNALS + run_script, script, *args]
 
 
 def has_written(run, workdir):
@@ -293,7 +295,8 @@ def test_progan_killed_mid_fade_in_ends_bit_for_bit_as_an_uninterrupted_run(
 
 
 def test_a_second_signal_stops_at_once():
-    script = ("import os, signal, sys, time\n"
+    script = (RESTORE_SIGNALS + "\n"
+              "import os, signal, sys, time\n"
               "from mrigen.signals import StopSignals\n"
               "with StopSignals() as stop:\n"
               "    os.kill(os.getpid(), signal.SIGINT)\n"
@@ -302,8 +305,7 @@ def test_a_second_signal_stops_at_once():
               "    os.kill(os.getpid(), signal.SIGINT)\n"
               "    time.sleep(30)\n"
               "print('not stopped')\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            preexec_fn=default_signal_handlers)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGINT, result.stderr[-2000:]
     assert result.stdout == "asked to stop: SIGINT\n"
     assert "send it again to stop at once" in result.stderr
