@@ -361,6 +361,11 @@ def to_float(images_u8: jax.Array) -> jax.Array:
     return images_u8.astype(jnp.float32) / 127.5 - 1.0
 
 
+def to_float_host(images_u8: np.ndarray) -> np.ndarray:
+    """`to_float` in numpy, for host-side work (evaluation) that should not touch the device."""
+    return np.asarray(images_u8, np.float32) / 127.5 - 1.0
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """float in [-1, 1] -> uint8 (clipped, rounded)."""
     return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -30,7 +30,7 @@ def pca_basis(dataset: data.Dataset, cache_dir: str) -> pca.PCABasis:
             return pca.load_basis(path)
         except (OSError, ValueError, KeyError):
             logging.warning("%s: unreadable PCA basis, fitting it again", path)
-    basis = pca.fit_pca_basis(np.asarray(dataset.images, np.float32) / 127.5 - 1.0)
+    basis = pca.fit_pca_basis(data.to_float_host(dataset.images))
     if path:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -59,7 +59,7 @@ def evaluate(split: holdout.Split, generated: np.ndarray, out_dir: str, cache_di
         raise UserError(f"{label}: images are {generated.shape[1]}x{generated.shape[2]}, the training data "
                         f"{dataset.resolution}x{dataset.resolution}")
     reference_u8, floor_u8, in_sample = split.evaluation_sets()
-    reference, floor = (np.asarray(images_u8, np.float32) / 127.5 - 1.0 for images_u8 in (reference_u8, floor_u8))
+    reference, floor = data.to_float_host(reference_u8), data.to_float_host(floor_u8)
     results = metrics.evaluate_sets(reference, generated, floor, basis=pca_basis(dataset, cache_dir),
                                     rng_seed=seed, floor_in_sample=in_sample)
     floor_source = ("the other half of the training data (in-sample)" if in_sample
@@ -111,7 +111,7 @@ class TrainingEvaluator:
         if self.every:
             self.basis = pca_basis(dataset, config.data.cache_dir)
             self.reference_profiles = spectrum.radial_profiles(
-                images.representative(dataset.images, 512, config.seed).astype(np.float32) / 127.5 - 1.0)
+                data.to_float_host(images.representative(dataset.images, 512, config.seed)))
             count = config.get("eval_num_images", 64)
             self.z = arch.sample_latent(jax.random.PRNGKey(config.seed + 2), count)
 
@@ -151,7 +151,7 @@ def evaluate_folder(config, images_path: str, out_dir: str, seed: int) -> tuple[
             raise UserError("--eval_images: " + message[len("data.path: "):]) from None
         raise
     split = _training_data(config, config.data.resolution)
-    generated = np.asarray(generated_u8, np.float32) / 127.5 - 1.0
+    generated = data.to_float_host(generated_u8)
     return evaluate(split, generated, out_dir, config.data.cache_dir, seed, images_path), out_dir
 
 
