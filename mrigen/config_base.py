@@ -27,6 +27,7 @@ def get_config(model: str, loss: str) -> ml_collections.ConfigDict:
     # Real images never trained on, the evaluation's floor: "" (none: an in-sample floor), a fraction
     # such as "0.2" (split off by subject), or a folder/file of images (docs/data.md).
     config.data.holdout = ""
+    config.data.mirror = False  # Also train on each slice mirrored left-right (twice the images).
 
     config.arch = ml_collections.ConfigDict()
     config.arch.width = 1.0  # Multiplies every channel count (1.0 = the paper's model).
@@ -43,6 +44,15 @@ def get_config(model: str, loss: str) -> ml_collections.ConfigDict:
     config.train.clip_value = 0.01  # wgan: critic weights clipped to [-c, c].
     config.train.drift = 0.0  # Weight of the drift term D(x)^2 in D's loss (ProGAN uses 0.001).
     config.train.compute_dtype = "float32"  # float32 or bfloat16 activations (parameters stay float32).
+    # Beyond the paper (docs/improvements.md); off here, so the configs are the paper's recipe.
+    config.train.ema_kimg = 0.0  # Half-life of the moving average of G's weights, in 1000s of images (0 = none).
+    config.train.ema_rampup = 0.05  # Half-life at most this fraction of the images seen so far (0 = no ramp-up).
+    config.train.augment = ""  # Augment every image D sees: "" (never), "fixed" (probability augment_p), "ada".
+    config.train.augment_p = 0.0  # Probability of each transform ("fixed"), or its starting value ("ada").
+    config.train.ada_target = 0.6  # "ada": p rises while the mean sign of D(real) is above this.
+    config.train.ada_interval = 4  # "ada": steps between updates of p.
+    config.train.ada_kimg = 100.0  # "ada": 1000s of images over which p can move by at most 1.
+    config.train.r1_gamma = 1.0  # Loss r1: gamma of the penalty gamma/2 ||grad_x D(x_real)||^2.
 
     config.log_every_steps = 50  # One line in stats.jsonl (and the progress bar) per this many steps.
     config.sample_every_steps = 500  # Fixed-latent sample grid in samples/ every this many steps.

@@ -17,6 +17,7 @@ from mrigen.errors import UserError, first_line
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG_FILE = "config.json"
+AUGMENT_POLICIES = ("", "fixed", "ada")
 # Fields a resumed run may change; any other difference means another experiment.
 RESUMABLE_CHANGES = frozenset({
     "train.epochs", "log_every_steps", "sample_every_steps", "checkpoint_every_steps",
@@ -45,6 +46,15 @@ def validate(config) -> None:
         ("train.clip_value", math.isfinite(tc.clip_value) and tc.clip_value > 0,
          "must be positive and finite"),
         ("train.drift", math.isfinite(tc.drift) and tc.drift >= 0, "must be non-negative and finite"),
+        ("train.ema_kimg", math.isfinite(tc.ema_kimg) and tc.ema_kimg >= 0, "must be non-negative and finite"),
+        ("train.ema_rampup", math.isfinite(tc.ema_rampup) and tc.ema_rampup >= 0,
+         "must be non-negative and finite"),
+        ("train.augment", tc.augment in AUGMENT_POLICIES, f"must be one of {AUGMENT_POLICIES}"),
+        ("train.augment_p", 0 <= tc.augment_p <= 1, "must be in [0, 1]"),
+        ("train.ada_target", 0 < tc.ada_target < 1, "must be in (0, 1)"),
+        ("train.ada_interval", tc.ada_interval >= 1, "must be at least 1"),
+        ("train.ada_kimg", math.isfinite(tc.ada_kimg) and tc.ada_kimg > 0, "must be positive and finite"),
+        ("train.r1_gamma", math.isfinite(tc.r1_gamma) and tc.r1_gamma >= 0, "must be non-negative and finite"),
         ("arch.width", math.isfinite(config.arch.width) and config.arch.width > 0,
          "must be positive and finite"),
         ("arch.latent_dim", config.arch.latent_dim >= 1, "must be at least 1"),
