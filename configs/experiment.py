@@ -9,7 +9,7 @@ from its checkpoint.
 
 Run:
   python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/experiment
-  python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=workdirs/experiment_cpu32   # all 15, small
+  python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=workdirs/experiment_cpu32   # all 18, small
   python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/dragan_only \
     --config.losses=dragan --config.budget_images=200000 --config.shared.data.path=/data/keras_png_slices_data
   python main.py --mode=experiment --config=configs/experiment.py:cpu32 --workdir=workdirs/table3_cpu32 \
@@ -24,7 +24,8 @@ import ml_collections
 def get_config(variant=None):
     config = ml_collections.ConfigDict()
     config.models = ("dcgan", "srresnet", "progan")  # Architectures to train (on the command line: dcgan,progan).
-    config.losses = ("gan", "lsgan", "wgan", "wgan_gp", "dragan")  # Losses each architecture is trained with.
+    # Losses each architecture is trained with: the paper's five, then r1 (beyond the paper).
+    config.losses = ("gan", "lsgan", "wgan", "wgan_gp", "dragan", "r1")
     config.runs = ()  # Instead of models x losses, these model_loss pairs (e.g. dcgan_dragan,progan_wgan_gp).
     # Each model's training config, file.py or file.py:variant; relative paths are from the repository root.
     config.base_configs = ml_collections.ConfigDict({
@@ -53,7 +54,7 @@ def get_config(variant=None):
     config.collapse.sigma_fraction = 0.25  # sigma below this fraction of the held-out real sigma (equal N),
     config.collapse.diversity_fraction = 0.5  # or 1 - MS-SSIM below this fraction of the held-out real one's.
 
-    if variant == "cpu32":  # 32x32, tiny models: 2-5 min per run on a shared 2-core CPU (~45 min for all 15).
+    if variant == "cpu32":  # 32x32, tiny models: 2-5 min per run on a shared 2-core CPU (~55 min for all 18).
         config.budget_images = 3200  # About 23 epochs of the 137 MNI152 slices.
         config.base_configs.dcgan = "configs/dcgan.py:quick"
         config.base_configs.srresnet = "configs/srresnet.py:quick"

@@ -15,7 +15,7 @@ def get_config(model: str, loss: str) -> ml_collections.ConfigDict:
     """The shared fields at the paper's values for `model` trained with `loss`."""
     config = ml_collections.ConfigDict()
     config.model = model  # Architecture: dcgan, srresnet or progan.
-    config.loss = loss  # gan, lsgan, wgan, wgan_gp or dragan.
+    config.loss = loss  # gan, lsgan, wgan, wgan_gp, dragan (the paper) or r1.
     config.seed = 0  # Seeds initialization, batches, latents and penalties.
 
     config.data = ml_collections.ConfigDict()

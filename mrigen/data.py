@@ -352,6 +352,20 @@ def _cached(load: Callable[[], tuple[np.ndarray, np.ndarray]], cache_dir: str,
     return images, subjects
 
 
+def mirrored(dataset: Dataset) -> Dataset:
+    """`dataset` followed by its slices mirrored left-right (along the width), a new Dataset.
+
+    A mirrored slice keeps its subject (without subjects, each slice is its
+    own), so a split by subject puts it on the same side as its original, and
+    the held-out side holds only the mirrors of held-out slices. The cache key is a new one: nothing derived
+    from the unmirrored set is taken for it.
+    """
+    subjects = dataset.subjects if dataset.subjects is not None else np.arange(len(dataset), dtype=np.int32)
+    return Dataset(images=np.concatenate([dataset.images, dataset.images[:, :, ::-1]]),
+                   source=f"{dataset.source}, with each slice also mirrored left-right",
+                   cache_key=fingerprint([dataset.cache_key, "mirrored"]),
+                   subjects=np.concatenate([subjects, subjects]))
+
 
 # ---------------------------------------------------------------- on device
 

@@ -1,9 +1,10 @@
-"""The five adversarial losses of the paper (docs/losses.md), by name.
+"""The five adversarial losses of the paper, and R1 beyond it (docs/losses.md), by name.
 
 Each loss is a pair of functions on D's raw outputs (logits / critic values),
-plus, for WGAN-GP and DRAGAN, where to evaluate the gradient penalty, and for
-WGAN, whether the critic's weights are clipped after each step. The trainer
-owns how G and D are run; this module only says what to minimise.
+plus, for WGAN-GP, DRAGAN and R1, a penalty on D's input gradient and its
+weight, and for WGAN, whether the critic's weights are clipped after each
+step. The trainer owns how G and D are run; this module only says what to
+minimise.
 """
 
 import dataclasses
@@ -36,6 +37,15 @@ def wgan_d(real, fake, target):
     return jnp.mean(fake - real)
 
 
+def r1_d(real, fake, target):
+    """softplus(-D(x)) + softplus(D(G(z))), the logistic loss of R1 (StyleGAN2).
+
+    It ignores `target` (train.real_target): R1 is used without label smoothing.
+    """
+    del target
+    return gan_d(real, fake, 1.0)
+
+
 # Generator losses: (fake_logits [N], real_target) -> scalar.
 
 
@@ -50,6 +60,12 @@ def lsgan_g(fake, target):
 def wgan_g(fake, target):
     del target
     return -jnp.mean(fake)
+
+
+def r1_g(fake, target):
+    """softplus(-D(G(z))), the non-saturating loss; like `r1_d` it ignores `target`."""
+    del target
+    return gan_g(fake, 1.0)
 
 
 # Where the gradient penalty is evaluated: (key, real, fake) -> points, all [N, H, W, 1].
@@ -83,19 +99,63 @@ def gradient_penalty(d_fn: Callable[[jnp.ndarray], jnp.ndarray], points: jnp.nda
     return jnp.mean((norms - 1.0) ** 2)
 
 
+def r1_penalty(d_fn: Callable[[jnp.ndarray], jnp.ndarray], real: jnp.ndarray) -> jnp.ndarray:
+    """mean over samples of ||grad_x D(x)||^2 at the real images `real` [N, H, W, C], unweighted.
+
+    The squared norm is over all pixels and channels of each sample; no square
+    root is taken, so it needs no epsilon.
+    """
+    grads = jax.grad(lambda x: jnp.sum(d_fn(x)))(real)
+    return jnp.mean(jnp.sum(jnp.square(grads.astype(jnp.float32)), axis=(1, 2, 3)))
+
+
+# Penalties of a Loss: (d_fn, key, real, fake) -> scalar, with d_fn: x [N, H, W, 1] -> logits [N].
+
+
+def wgan_gp_penalty(d_fn, key, real, fake):
+    """`gradient_penalty` at `wgan_gp_points`."""
+    return gradient_penalty(d_fn, wgan_gp_points(key, real, fake))
+
+
+def dragan_penalty(d_fn, key, real, fake):
+    """`gradient_penalty` at `dragan_points`."""
+    return gradient_penalty(d_fn, dragan_points(key, real, fake))
+
+
+def r1_real_penalty(d_fn, key, real, fake):
+    """`r1_penalty` at the real batch; it draws nothing and ignores the fakes."""
+    del key, fake
+    return r1_penalty(d_fn, real)
+
+
+# Weights of a penalty: the config's train ConfigDict -> float.
+
+
+def penalty_lambda(train_config) -> float:
+    """train.penalty_weight, the lambda of the gradient penalty (WGAN-GP, DRAGAN)."""
+    return train_config.penalty_weight
+
+
+def r1_weight(train_config) -> float:
+    """train.r1_gamma / 2, the weight of R1's mean squared gradient norm."""
+    return train_config.r1_gamma / 2
+
+
 @dataclasses.dataclass(frozen=True)
 class Loss:
-    """One of the paper's losses.
+    """One of the losses.
 
     d_loss / g_loss: see the functions above.
-    penalty_points: where to take the gradient penalty (None: no penalty).
+    penalty: the term on D's input gradient added to D's loss (None: none).
+    penalty_weight: its weight, from the train config.
     clips_critic: clip D's weights to [-c, c] after each D step (WGAN).
     """
 
     name: str
     d_loss: Callable
     g_loss: Callable
-    penalty_points: Optional[Callable] = None
+    penalty: Optional[Callable] = None
+    penalty_weight: Callable = penalty_lambda
     clips_critic: bool = False
 
 
@@ -103,8 +163,9 @@ LOSSES = {
     "gan": Loss("gan", gan_d, gan_g),
     "lsgan": Loss("lsgan", lsgan_d, lsgan_g),
     "wgan": Loss("wgan", wgan_d, wgan_g, clips_critic=True),
-    "wgan_gp": Loss("wgan_gp", wgan_d, wgan_g, penalty_points=wgan_gp_points),
-    "dragan": Loss("dragan", gan_d, gan_g, penalty_points=dragan_points),
+    "wgan_gp": Loss("wgan_gp", wgan_d, wgan_g, penalty=wgan_gp_penalty),
+    "dragan": Loss("dragan", gan_d, gan_g, penalty=dragan_penalty),
+    "r1": Loss("r1", r1_d, r1_g, penalty=r1_real_penalty, penalty_weight=r1_weight),
 }
 
 

@@ -151,3 +151,42 @@ def test_each_epoch_is_a_permutation_and_epochs_differ():
     assert len(set(epoch0.tolist())) == 9 and len(set(epoch1.tolist())) == 9
     assert not np.array_equal(epoch0, epoch1)
     np.testing.assert_array_equal(data.epoch_batch_indices(key, jnp.int32(4), num_images, batch), epoch1[3:6])
+
+
+def small_dataset(subjects=(0, 0, 1, 2, 2, 3)):
+    images = np.random.default_rng(1).integers(0, 256, (len(subjects), 4, 5, 1), dtype=np.uint8)
+    return data.Dataset(images=images, source="six slices", cache_key="k",
+                        subjects=np.array(subjects, np.int32))
+
+
+def test_mirrored_appends_each_slice_flipped_left_right():
+    dataset = small_dataset()
+    mirrored = data.mirrored(dataset)
+    assert mirrored.images.shape == (12, 4, 5, 1) and mirrored.images.dtype == np.uint8
+    np.testing.assert_array_equal(mirrored.images[:6], dataset.images)
+    np.testing.assert_array_equal(mirrored.images[6:], dataset.images[:, :, ::-1, :])
+    np.testing.assert_array_equal(mirrored.images[6, 2, 0], dataset.images[0, 2, 4])  # width is axis 2
+    np.testing.assert_array_equal(mirrored.subjects, [0, 0, 1, 2, 2, 3] * 2)
+    assert "mirrored" in mirrored.source and mirrored.cache_key != dataset.cache_key
+
+
+def test_mirrored_leaves_its_input_unchanged():
+    dataset = small_dataset()
+    images, subjects = dataset.images.copy(), dataset.subjects.copy()
+    mirrored = data.mirrored(dataset)
+    mirrored.images[:] = 0
+    mirrored.subjects[:] = -1
+    np.testing.assert_array_equal(dataset.images, images)
+    np.testing.assert_array_equal(dataset.subjects, subjects)
+    assert (dataset.source, dataset.cache_key, len(dataset)) == ("six slices", "k", 6)
+
+
+def test_mirrored_copies_stay_with_their_subject_in_a_holdout_split():
+    from mrigen import holdout
+
+    split = holdout.split_by_subject(data.mirrored(small_dataset(subjects=range(10))), 0.3)
+    for side in (split.training, split.holdout):
+        assert np.all(np.unique(side.subjects, return_counts=True)[1] == 2)  # both copies, same side
+    # Without subjects each slice is its own, and its mirror joins it.
+    unnamed = data.mirrored(data.Dataset(images=np.zeros((3, 2, 2, 1), np.uint8), source="s", cache_key="k"))
+    np.testing.assert_array_equal(unnamed.subjects, [0, 1, 2, 0, 1, 2])
