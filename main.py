@@ -31,6 +31,8 @@ flags.DEFINE_enum("format", "png", ["png", "oasis", "nifti"],
                   "--mode=sample: flat PNG files, the OASIS keras_png_slices layout, or NIfTI stacks.")
 flags.DEFINE_integer("slices_per_volume", 32, "--mode=sample --format=nifti: slices stacked in each file.")
 flags.DEFINE_integer("sample_seed", 0, "--mode=sample/interpolate/evaluate: seed of the latents.")
+flags.DEFINE_bool("raw_generator", False, "--mode=sample/interpolate/evaluate: G's own weights, not their "
+                  "moving average (runs with train.ema_kimg > 0 sample the average by default).")
 flags.DEFINE_integer("num_eval", 0, "--mode=evaluate: generated images (0: as many as the held-out real half).")
 flags.DEFINE_string("eval_images", None, "--mode=evaluate: a folder of images to evaluate instead of --workdir's model.")
 flags.DEFINE_bool("dry_run", False, "--mode=train/experiment: print the resolved config, the data found and "

@@ -238,16 +238,16 @@ def sample(workdir: str, flags) -> None:
     """Writes --num_samples generated images in --format (png, oasis, nifti) with a manifest."""
     from mrigen import export, sampling
 
-    sampler = sampling.load_sampler(workdir)
+    sampler = sampling.load_sampler(workdir, ema=not flags.raw_generator)
     out = flags.out or os.path.join(workdir, f"generated_step{sampler.step}")
     config = run_config.load(workdir)
     info = {"model": config.model, "loss": config.loss, "workdir": os.path.abspath(workdir),
-            "seed": flags.sample_seed}
+            "seed": flags.sample_seed, "generator": "moving average" if sampler.ema else "raw"}
     manifest = export.export(sampler, jax.random.PRNGKey(flags.sample_seed), flags.num_samples, out,
                              flags.format, info, overwrite=flags.overwrite,
                              slices_per_volume=flags.slices_per_volume)
     print(f"wrote {manifest['count']} images of {sampler.resolution}x{sampler.resolution} "
-          f"(checkpoint step {sampler.step}) as {len(manifest['files'])} {flags.format} files "
+          f"(checkpoint step {sampler.step}{', moving average of G' if sampler.ema else ''}) as {len(manifest['files'])} {flags.format} files "
           f"and manifest.json to {out}")
 
 
@@ -255,7 +255,7 @@ def interpolate(workdir: str, flags, rows: int = 8, steps: int = 10) -> None:
     """Writes a grid of `rows` latent walks of `steps` images each."""
     from mrigen import images, sampling
 
-    sampler = sampling.load_sampler(workdir)
+    sampler = sampling.load_sampler(workdir, ema=not flags.raw_generator)
     grid = sampling.interpolation(sampler, jax.random.PRNGKey(flags.sample_seed), rows=rows, steps=steps)
     path = os.path.join(flags.out or workdir, f"interpolation_step{sampler.step}.png")
     images.save_grid(grid, path, columns=steps)
@@ -269,7 +269,8 @@ def evaluate(config, workdir: str, flags) -> None:
         out = flags.out or os.path.join(workdir, "eval_" + os.path.basename(os.path.normpath(flags.eval_images)))
         _, out = evaluation.evaluate_folder(config, flags.eval_images, out, flags.sample_seed)
     else:
-        _, out = evaluation.evaluate_workdir(config, workdir, flags.out, flags.num_eval, flags.sample_seed)
+        _, out = evaluation.evaluate_workdir(config, workdir, flags.out, flags.num_eval, flags.sample_seed,
+                                             ema=not flags.raw_generator)
     with open(os.path.join(out, "report.md")) as f:
         print(f.read())
     print(f"wrote {out}/eval.json, report.md, real_vs_generated.png, closest_pairs.png, spectrum.png")

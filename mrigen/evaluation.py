@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from mrigen import data, holdout, images, metrics, models, sampling
+from mrigen import state as state_lib
 from mrigen.errors import UserError
 from mrigen.metrics import memorization, pca, report, spectrum
 
@@ -120,7 +121,8 @@ class TrainingEvaluator:
 
     def run(self, state: dict) -> None:
         stage = self.arch.stages[int(state["stage"])]
-        fake = np.asarray(sampling.generate(self.arch.generator(stage), state["g"], self.z, state["alpha"]))
+        fake = np.asarray(sampling.generate(self.arch.generator(stage), state_lib.generator_variables(state),
+                                            self.z, state["alpha"]))
         if fake.shape[1] != self.basis.image_shape[0]:
             return  # ProGAN below full size: the PCA space exists at full resolution only.
         self._results = training_metrics(fake, self.basis, reference_profiles=self.reference_profiles)
@@ -130,9 +132,10 @@ class TrainingEvaluator:
         return results
 
 
-def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, seed: int) -> tuple[dict, str]:
-    """Evaluates the latest checkpoint in `workdir` against its training data."""
-    sampler = sampling.load_sampler(workdir)
+def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, seed: int,
+                     ema: bool = True) -> tuple[dict, str]:
+    """Evaluates the latest checkpoint in `workdir` against its training data (its EMA generator if `ema`)."""
+    sampler = sampling.load_sampler(workdir, ema=ema)
     split = _training_data(config, sampler.resolution)
     count = count or len(split.evaluation_sets()[1])
     out_dir = out_dir or os.path.join(workdir, f"eval_step{sampler.step}")

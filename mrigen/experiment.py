@@ -139,10 +139,11 @@ def plan(config, workdir: str, num_images: int) -> list[Run]:
     for model, loss in selected_pairs(config):
         run = base_config(config, model)
         run.loss = loss
-        apply_budget(run, config.budget_images, num_images)
+        trained = num_images * (2 if run.data.mirror else 1)  # data.mirror: each slice and its mirror image
+        apply_budget(run, config.budget_images, trained)
         run_config.validate(run)
         arch = models.build(run)
-        phases = train.schedule(arch, num_images, run.train.batch_size)
+        phases = train.schedule(arch, trained, run.train.batch_size)
         runs.append(Run(model, loss, run, os.path.join(workdir, f"{model}_{loss}"),
                         phases[-1].end * run.train.batch_size))
     return runs

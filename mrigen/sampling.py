@@ -32,6 +32,7 @@ class Sampler:
     function is jitted (one compile per n).
     resolution: R, the side length of the images of the checkpoint's stage.
     step: the training step of the checkpoint.
+    ema: whether g_vars are the moving average of G's weights (train.ema_kimg).
     """
 
     arch: Architecture
@@ -39,6 +40,7 @@ class Sampler:
     g_vars: dict
     alpha: float
     step: int
+    ema: bool = False
 
     @property
     def resolution(self) -> int:
@@ -61,8 +63,12 @@ def _sample(generator, latent_fn: Callable, n: int, g_vars, key, alpha):
     return generator.apply(g_vars, latent_fn(key, n), alpha, train=False)
 
 
-def load_sampler(workdir: str) -> Sampler:
-    """The generator of the latest checkpoint in `workdir`, at the stage it reached."""
+def load_sampler(workdir: str, ema: bool = True) -> Sampler:
+    """The generator of the latest checkpoint in `workdir`, at the stage it reached.
+
+    ema: the moving average of G's weights where the run keeps one (train.ema_kimg > 0);
+    False, or a run without one: G's own weights.
+    """
     from mrigen import state as state_lib
 
     config = run_config.load(workdir)
@@ -76,8 +82,8 @@ def load_sampler(workdir: str) -> Sampler:
     finally:
         ckpt.close()
     stage = arch.stages[int(state["stage"])]
-    return Sampler(arch=arch, stage=stage, g_vars=state["g"], alpha=float(state["alpha"]),
-                   step=int(state["step"]))
+    return Sampler(arch=arch, stage=stage, g_vars=state_lib.generator_variables(state, ema),
+                   alpha=float(state["alpha"]), step=int(state["step"]), ema=ema and "g_ema" in state)
 
 
 def interpolation(sampler: Sampler, key: jax.Array, rows: int, steps: int) -> np.ndarray:

@@ -7,6 +7,10 @@ The state is a plain dict:
   images_seen:   real images shown to D so far
   stage, alpha:  ProGAN's growth stage and fade-in blend (0 and 1 elsewhere)
   rng:           the run's base PRNG key; per-step keys fold the step into it
+and, only when the config asks for them (so the paper's runs keep their format):
+  g_ema:         moving average of G's variables (train.ema_kimg > 0)
+  augment_p:     probability of each augmentation of D's inputs (train.augment set)
+  ada_sign_sum:  sum of sign(D(real)) since ADA's last update of p (train.augment = "ada")
 Checkpoints hold exactly this tree, so a resumed run continues bit for bit.
 """
 
@@ -34,15 +38,20 @@ def init_variables(module, key: jax.Array, example: jax.Array) -> dict:
     return dict(jax.jit(lambda k, x: module.init(k, x, 1.0, train=True))(key, example))
 
 
-def initial_state(arch: Architecture, stage: Stage, optimizer, seed: int, batch_size: int) -> State:
-    """A fresh state for `stage`: new weights from `seed`, step 0."""
+def initial_state(arch: Architecture, stage: Stage, optimizer, seed: int, batch_size: int,
+                  train_config=None) -> State:
+    """A fresh state for `stage`: new weights from `seed`, step 0.
+
+    train_config: the config's train fields; they add g_ema, augment_p and
+    ada_sign_sum when the run uses an EMA or augmentation (None: neither).
+    """
     key_g, key_d, key_run = jax.random.split(jax.random.PRNGKey(seed), 3)
     group = min(4, batch_size)  # D's minibatch layer needs a whole group.
     z = jnp.zeros((group, arch.latent_dim), jnp.float32)
     x = jnp.zeros((group, stage.resolution, stage.resolution, 1), jnp.float32)
     g = init_variables(arch.generator(stage), key_g, z)
     d = init_variables(arch.discriminator(stage), key_d, x)
-    return {
+    state = {
         "g": g,
         "d": d,
         "g_opt": optimizer.init(g["params"]),
@@ -53,6 +62,36 @@ def initial_state(arch: Architecture, stage: Stage, optimizer, seed: int, batch_
         "alpha": jnp.float32(0.0 if stage.fade_in else 1.0),
         "rng": key_run,
     }
+    if train_config is not None and train_config.ema_kimg > 0:
+        state["g_ema"] = jax.tree.map(jnp.copy, g)
+    if train_config is not None and train_config.augment:
+        state["augment_p"] = jnp.float32(train_config.augment_p)
+    if train_config is not None and train_config.augment == "ada":
+        state["ada_sign_sum"] = jnp.float32(0.0)
+    return state
+
+
+def ema_beta(images_seen: jax.Array, batch_size: int, train_config) -> jax.Array:
+    """The weight of the old average in this step's EMA update (StyleGAN2-ADA's schedule).
+
+    The half-life is train.ema_kimg thousand images, at most ema_rampup times
+    the images seen before this step, so the average forgets the random
+    initialization quickly; beta = 0.5 ** (batch / half-life).
+    """
+    half_life = jnp.float32(train_config.ema_kimg * 1000.0)
+    if train_config.ema_rampup > 0:
+        half_life = jnp.minimum(half_life, images_seen.astype(jnp.float32) * train_config.ema_rampup)
+    return jnp.power(0.5, batch_size / jnp.maximum(half_life, 1e-8))
+
+
+def ema_update(average, current, beta: jax.Array):
+    """beta * average + (1 - beta) * current, leaf by leaf (weights and batch-norm statistics)."""
+    return jax.tree.map(lambda a, c: (beta * a + (1.0 - beta) * c).astype(a.dtype), average, current)
+
+
+def generator_variables(state: State, ema: bool = True) -> dict:
+    """G's variables to sample from: the moving average where the run keeps one (ema), else G itself."""
+    return state["g_ema"] if ema and "g_ema" in state else state["g"]
 
 
 def carry_over(fresh: Any, previous: Any) -> Any:
@@ -69,9 +108,11 @@ def carry_over(fresh: Any, previous: Any) -> Any:
 
 def grow_state(state: State, arch: Architecture, stage: Stage, optimizer, config) -> State:
     """The state moved into `stage`: new keys added, existing weights unchanged."""
-    fresh = initial_state(arch, stage, optimizer, config.seed, config.train.batch_size)
+    fresh = initial_state(arch, stage, optimizer, config.seed, config.train.batch_size, config.train)
     grown = dict(state)
     grown["g"] = carry_over(fresh["g"], state["g"])
+    if "g_ema" in state:
+        grown["g_ema"] = carry_over(fresh["g_ema"], state["g_ema"])
     grown["d"] = carry_over(fresh["d"], state["d"])
     if config.train.reset_optimizer_per_stage:
         grown["g_opt"], grown["d_opt"] = fresh["g_opt"], fresh["d_opt"]
@@ -94,11 +135,11 @@ def restore_or_init(ckpt: checkpoint.Checkpointer, arch: Architecture, optimizer
     first = arch.stages[0]
     latest = ckpt.latest_step()
     if latest is None:
-        return initial_state(arch, first, optimizer, config.seed, config.train.batch_size)
+        return initial_state(arch, first, optimizer, config.seed, config.train.batch_size, config.train)
     meta = ckpt.read_meta(latest)
     stage = _checkpoint_stage(meta, arch, f"{ckpt.directory}: checkpoint {latest}")
     target = jax.eval_shape(lambda: initial_state(arch, stage, optimizer, config.seed,
-                                                  config.train.batch_size))
+                                                  config.train.batch_size, config.train))
     # Replicated over this run's devices, whatever topology wrote the checkpoint.
     sharding = parallel.replicated(parallel.data_mesh())
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), target)

@@ -10,13 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mrigen import (checkpoint, data, distributed, evaluation, holdout, images, losses, models, parallel, plots,
+from mrigen import (augment, checkpoint, data, distributed, evaluation, holdout, images, losses, models, parallel, plots,
                     run_config, sampling)
 from mrigen.divergence import DivergedError, check_finite  # noqa: F401 (DivergedError: part of train's API)
 from mrigen.errors import UserError
 from mrigen.progress import ProgressReporter
 from mrigen.signals import Interrupted, StopSignals
-from mrigen.state import State, checkpoint_meta, create_optimizer, grow_state, restore_or_init
+from mrigen.state import (State, checkpoint_meta, create_optimizer, ema_beta, ema_update, generator_variables,
+                          grow_state, restore_or_init)
 from mrigen.models.base import Architecture, Stage, real_images_for_stage
 
 
@@ -51,11 +52,17 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
         fake, updated = generator.apply(g_vars, z, alpha, train=True, mutable=["batch_stats"])
         return fake, {**g_vars, **updated}
 
+    def augmented(x, key, p):
+        return augment.augment(key, x, p) if tc.augment else x
+
     def step_fn(state: State, dataset_u8: jax.Array):
         step = state["step"]
         alpha = alpha_at(step)
         key_epochs = jax.random.fold_in(state["rng"], 0)
         key_z, key_penalty = jax.random.split(jax.random.fold_in(jax.random.fold_in(state["rng"], 1), step))
+        key_aug_real, key_aug_fake, key_aug_g = jax.random.split(
+            jax.random.fold_in(jax.random.fold_in(state["rng"], 2), step), 3)
+        p = state.get("augment_p")
 
         indices = data.epoch_batch_indices(key_epochs, step, num_images, batch_size)
         real = jax.lax.with_sharding_constraint(data.to_float(dataset_u8[indices]), batch_sharding)
@@ -65,15 +72,16 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
 
         def d_objective(d_params):
             d_vars = {**state["d"], "params": d_params}
-            real_logits, d_vars = run_d(d_vars, real, alpha)
-            fake_logits, d_vars = run_d(d_vars, fake, alpha)
+            real_logits, d_vars = run_d(d_vars, augmented(real, key_aug_real, p), alpha)
+            fake_logits, d_vars = run_d(d_vars, augmented(fake, key_aug_fake, p), alpha)
             d_loss = loss.d_loss(real_logits, fake_logits, tc.real_target)
             terms = {"d_adversarial": d_loss, "real_logit": jnp.mean(real_logits),
-                     "fake_logit": jnp.mean(fake_logits)}
-            if loss.penalty_points is not None:
-                points = loss.penalty_points(key_penalty, real, fake)
-                penalty = losses.gradient_penalty(lambda x: run_d(d_vars, x, alpha)[0], points)
-                d_loss = d_loss + tc.penalty_weight * penalty
+                     "fake_logit": jnp.mean(fake_logits), "real_sign": jnp.mean(jnp.sign(real_logits))}
+            if loss.penalty is not None:
+                # D as the loss sees it: through the real images' augmentation.
+                d_fn = lambda x: run_d(d_vars, augmented(x, key_aug_real, p), alpha)[0]  # noqa: E731
+                penalty = loss.penalty(d_fn, key_penalty, real, fake)
+                d_loss = d_loss + loss.penalty_weight(tc) * penalty
                 terms["penalty"] = penalty
             if tc.drift:
                 drift = jnp.mean(jnp.square(real_logits))
@@ -92,7 +100,7 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
 
         def g_objective(g_params, g_vars):
             fake, g_vars = run_g({**g_vars, "params": g_params}, z, alpha)
-            fake_logits, _ = run_d(d_vars, fake, alpha)
+            fake_logits, _ = run_d(d_vars, augmented(fake, key_aug_g, p), alpha)
             return loss.g_loss(fake_logits, tc.real_target), g_vars
 
         def g_update(_, carry):
@@ -117,6 +125,14 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
             "images_seen": state["images_seen"] + batch_size,
             "alpha": alpha,
         }
+        if "g_ema" in state:
+            beta = ema_beta(state["images_seen"], batch_size, tc)
+            new_state["g_ema"] = ema_update(state["g_ema"], g_vars, beta)
+        if tc.augment == "ada":
+            new_state["augment_p"], new_state["ada_sign_sum"] = _ada_step(
+                p, state["ada_sign_sum"] + terms["real_sign"] * batch_size, step + 1, batch_size, tc)
+        if tc.augment:
+            terms["augment_p"] = new_state["augment_p"]
         # A finite norm means every new weight is finite: checking the metrics
         # vouches for the weights a checkpoint would hold.
         metrics = {"d_loss": d_loss, "g_loss": g_loss, "alpha": alpha, **terms,
@@ -126,6 +142,14 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
         return new_state, metrics
 
     return jax.jit(step_fn, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+
+
+def _ada_step(p, sign_sum, steps_done, batch_size: int, tc):
+    """ADA every tc.ada_interval steps: p moved by the mean sign of D(real) since the last move."""
+    images = tc.ada_interval * batch_size
+    due = steps_done % tc.ada_interval == 0
+    moved = augment.ada_adjust(p, sign_sum / images, tc.ada_target, images, tc.ada_kimg)
+    return jnp.where(due, moved, p), jnp.where(due, jnp.float32(0.0), sign_sum)
 
 
 # ---------------------------------------------------------------- schedule
@@ -202,7 +226,7 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     run_config.check_workdir(workdir, config)
     with StopSignals() as stop:
         split = holdout.load(config.data)
-        dataset = split.training
+        dataset = data.mirrored(split.training) if config.data.mirror else split.training
         if len(dataset) < config.train.batch_size:
             raise UserError(f"train.batch_size: {config.train.batch_size} is larger than the "
                             f"{len(dataset)} images found in {dataset.source}")
@@ -225,7 +249,7 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
             try:
                 run = Run(config, workdir, arch, loss, optimizer, mesh, dataset,
                           jax.device_put(dataset.images, replicated), ckpt, progress, stop,
-                          evaluation.TrainingEvaluator(config, dataset, arch),
+                          evaluation.TrainingEvaluator(config, split.training, arch),
                           arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples))
                 state = _train(run, jax.device_put(state, replicated), phases)
             finally:
@@ -306,7 +330,8 @@ def _train_phase(run: Run, state: State, phase: Phase) -> State:
 
 def _save_sample_grid(run: Run, state: State) -> None:
     stage = run.arch.stages[int(state["stage"])]
-    fake = sampling.generate(run.arch.generator(stage), state["g"], run.grid_z, state["alpha"])  # every process
+    fake = sampling.generate(run.arch.generator(stage), generator_variables(state), run.grid_z,
+                             state["alpha"])  # every process
     if not run.writes:
         return
     grid = images.grid(np.asarray(fake))
