@@ -1,4 +1,4 @@
-"""Every architecture trains with every loss: 3 x 5 combinations at tiny size."""
+"""Every architecture trains with every loss: 3 x 6 combinations at tiny size."""
 
 import jax
 import numpy as np
@@ -35,7 +35,7 @@ def test_each_model_trains_with_each_loss(model, loss):
         state, metrics = step_fn(state, images)
     metrics = jax.device_get(metrics)
     assert all(np.isfinite(v) for v in metrics.values()), metrics
-    assert ("penalty" in metrics) == (loss in ("wgan_gp", "dragan"))
+    assert ("penalty" in metrics) == (loss in ("wgan_gp", "dragan", "r1"))
     for name in ("g", "d"):
         # Adam's first moment is non-zero wherever a parameter received a gradient. (Comparing
         # weights is not enough: a clipped WGAN critic passes G gradients too small to move 1.0.)
