@@ -65,6 +65,10 @@ def get_config(variant=None):
         config.shared.arch.latent_dim = 64  # Size of z.
         config.shared.train = ml_collections.ConfigDict()
         config.shared.train.batch_size = 16  # Global batch.
+        # The paper's recipe, whatever the quick presets switch on (docs/improvements.md).
+        config.shared.train.ema_kimg = 0.0  # No moving average of G.
+        config.shared.train.augment = ""  # No augmentation of D's inputs.
+        config.shared.data.mirror = False  # No mirrored copies.
         config.shared.log_every_steps = 10  # stats.jsonl and TensorBoard interval.
         config.shared.sample_every_steps = 20  # Fixed-latent grid interval (the progress montage).
         config.shared.checkpoint_every_steps = 50  # Checkpoint interval.
