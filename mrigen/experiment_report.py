@@ -50,12 +50,17 @@ def render_markdown(results: dict) -> str:
     if config["budget_seconds"]:
         budget.append(f"at most {config['budget_seconds']:g} s of training per run")
     held_out = results["real"].get("held-out real", {})
+    if config["shared"]["data"].get("holdout"):
+        sets = (f"the training data; the held-out real images ({held_out.get('n', '-')}, data.holdout = "
+                f"{config['shared']['data']['holdout']!r}, never trained on) are the real-vs-real floor")
+    else:
+        sets = (f"the reference half of the data; the held-out real half ({held_out.get('n', '-')} images, "
+                f"also trained on) is the real-vs-real floor")
     lines = [
         "# Experiment", "",
         f"Data: {data_info['images']} slices at {data_info['resolution']}x{data_info['resolution']} from "
         f"{data_info['source']}. Budget: {'; '.join(budget)}. Each run is evaluated on "
-        f"{_first_n(results)} generated images against the reference half of the data; the held-out "
-        f"real half ({held_out.get('n', '-')} images) is the real-vs-real floor.", "",
+        f"{_first_n(results)} generated images against {sets}.", "",
         "| run | images shown | train time | img/s | rho | sigma (N) | delta | SWD | MS-SSIM | PCA-FD | flags |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
