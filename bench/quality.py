@@ -34,7 +34,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 # Every improvement switched off: the paper's recipe, whatever the base config's preset turns on.
-PAPER = {"train.ema_kimg": 0.0, "train.augment": "", "train.augment_p": 0.0, "data.mirror": False}
+PAPER = {"train.ema_kimg": 0.0, "train.ema_rampup": 0.05, "train.augment": "", "train.augment_p": 0.0,
+         "train.ada_target": 0.6, "train.ada_kimg": 100.0, "train.r1_gamma": 1.0, "data.mirror": False}
 EMA = {"train.ema_kimg": 0.5, "train.ema_rampup": 0.1}
 DIFFAUGMENT = {"train.augment": "fixed", "train.augment_p": 0.25}
 ADA = {"train.augment": "ada", "train.augment_p": 0.0, "train.ada_target": 0.6, "train.ada_kimg": 10.0}

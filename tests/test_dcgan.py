@@ -108,3 +108,16 @@ def test_minibatch_stddev_uses_the_whole_batch_when_smaller_than_a_group():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 2, 1))
     expected = np.mean(np.sqrt(np.asarray(x, np.float64).var(axis=0) + 1e-8))
     np.testing.assert_allclose(layers.minibatch_stddev(x)[:, :, :, 1], expected, rtol=1e-5)
+
+
+def test_discriminator_at_32px_sees_what_a_batch_of_copies_shows():
+    # Batch norm on D's last (1x1) map made every batch of identical images score the same,
+    # whatever they showed, so G was rewarded for collapsing.
+    d = dcgan.Discriminator(32, width=1 / 8)
+    rng = np.random.default_rng(0)
+    first, second = (np.repeat(rng.uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32), 16, axis=0)
+                     for _ in range(2))
+    d_vars = d.init(jax.random.PRNGKey(0), first, 1.0, train=True)
+    score = jax.jit(lambda x: d.apply(d_vars, x, 1.0, train=True, mutable=["batch_stats"])[0])
+    assert abs(float(score(first)[0]) - float(score(second)[0])) > 1e-3
+    assert "bias" in d_vars["params"]["Conv_4"] and "BatchNorm_3" not in d_vars["params"]

@@ -64,9 +64,12 @@ class Discriminator(nn.Module):
         ch = lambda c: base.scaled(c, self.width)
         x = x.astype(self.dtype)
         for i, channels in enumerate(DISCRIMINATOR_CHANNELS):
-            x = nn.Conv(ch(channels), (5, 5), strides=(2, 2), padding="SAME", use_bias=i == 0,
+            # Not on a 1x1 map (32 px): batch norm there scores a batch by how its images differ,
+            # not by what they show, so D rewards G for collapsing (docs/models.md).
+            norm = i > 0 and self.resolution // 2 ** (i + 1) > 1
+            x = nn.Conv(ch(channels), (5, 5), strides=(2, 2), padding="SAME", use_bias=not norm,
                         kernel_init=_weight_init, dtype=self.dtype)(x)
-            if i > 0:
+            if norm:
                 x = _batch_norm(train, self.dtype)(x)
             x = nn.leaky_relu(x, 0.2)
         x = minibatch_stddev(x)
