@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,33 +49,52 @@ def final_state(workdir, config):
         ckpt.close()
 
 
-def assert_states_close(a, b):
+def weights(state):
+    return jax.tree.leaves((state["g"], state["d"], state.get("g_ema")))
+
+
+def assert_same_step(a, b):
     assert int(a["step"]) == int(b["step"]) and int(a["images_seen"]) == int(b["images_seen"])
-    for x, y in zip(jax.tree.leaves((a["g"], a["d"])), jax.tree.leaves((b["g"], b["d"]))):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory, shared_cache_dir):
-    """The reference: one process with the 4 devices of conftest, 4 steps."""
+    """The reference: one process with the 4 devices of conftest, 2 steps."""
     workdir = str(tmp_path_factory.mktemp("single") / "run")
     result = main_py(SMOKE, f"--workdir={workdir}", f"--config.data.cache_dir={shared_cache_dir}",
-                     f"--config.train.epochs={4 * 8 / 137}")
+                     f"--config.train.epochs={2 * 8 / 137}")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
 
 def test_two_processes_match_one_process_and_resume_as_a_pair(tmp_path, single_process_run, shared_cache_dir):
     workdir = str(tmp_path / "pair")
-    cache = f"--config.data.cache_dir={shared_cache_dir}"
-    for epochs in (2 * 8 / 137, 4 * 8 / 137):  # stop after 2 steps, then resume to 4
-        for result in launch_pair(workdir, cache, f"--config.train.epochs={epochs}"):
-            assert result.returncode == 0, result.stderr[-3000:]
+    args = (f"--config.data.cache_dir={shared_cache_dir}", f"--config.train.epochs={4 * 8 / 137}")
+    for result in launch_pair(workdir, *args):
+        assert result.returncode == 0, result.stderr[-3000:]
     config = smoke_config()
-    assert_states_close(final_state(workdir, config), final_state(single_process_run, config))
+    straight = final_state(workdir, config)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
+
+    # After 2 steps the pair holds the single process's weights up to the order of its float sums: within
+    # half an Adam step (learning rate 2e-4), where gradients left unaveraged would move weights a whole
+    # step. Later steps cannot be compared: at init these tiny GANs amplify a 1e-7 difference to 1e-3 in
+    # 4 steps (one process with 1 device vs 4 devices differs as much).
+    at_two, reference = final_state(workdir, config), final_state(single_process_run, config)
+    assert_same_step(at_two, reference)
+    assert int(at_two["step"]) == 2
+    for x, y in zip(weights(at_two), weights(reference)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
+
+    for result in launch_pair(workdir, *args):  # resume from step 2 as a pair: bit-identical to 4 straight steps
+        assert result.returncode == 0, result.stderr[-3000:]
+    resumed = final_state(workdir, config)
+    assert_same_step(resumed, straight)
+    for x, y in zip(weights(resumed), weights(straight)):
+        np.testing.assert_array_equal(x, y)
     with open(os.path.join(workdir, "stats.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f]
-    assert steps == [1, 2, 3, 4]  # written by process 0 only, once per step
+    assert steps == [1, 2, 3, 4]  # written by process 0 only, once per step; the resumed steps replace theirs
     assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000002.png", "step_00000004.png"]
 
 
