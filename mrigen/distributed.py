@@ -78,6 +78,21 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     return True
 
 
+def wait_for_all(name: str, timeout_s: float = 1800) -> None:
+    """Blocks until every process has reached the barrier `name` (unique per run); nothing in one process.
+
+    Through the coordination service, not a collective: XLA:CPU's gloo
+    collectives give up after 30 s when processes reach the first one
+    further apart than that, as they do when one host compiles a step much
+    later than another.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed  # the client jax.distributed.initialize started
+
+    jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+
+
 def is_main_process() -> bool:
     """Only process 0 writes files other than checkpoints."""
     return jax.process_index() == 0

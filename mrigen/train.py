@@ -292,6 +292,9 @@ def _train_phase(run: Run, state: State, phase: Phase) -> State:
     stages = len(run.arch.stages)
     progress.compiling(f"stage {stage.index + 1}/{stages} {stage.resolution}px" if stages > 1 else "")
     step = int(state["step"])
+    if jax.process_count() > 1:  # Every process compiles, then they meet before the step's first collective.
+        step_fn = step_fn.lower(state, run.dataset_on_device).compile()
+        distributed.wait_for_all(f"stage {stage.index} compiled at step {step}")
     first = True
     while step < phase.end:
         state, metrics = step_fn(state, run.dataset_on_device)

@@ -24,15 +24,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_pair(workdir, *args, timeout=600):
-    """main.py as processes 0 and 1 of 2, each with 2 CPU devices; returns both results."""
+# Process 1 starts its first step this many seconds after process 0 (see launch_pair).
+COMPILE_SKEW_S = 35
+LATE_COMPILE = ("import sys, time; sys.path.insert(0, sys.argv[1].rpartition('/')[0])\n"
+                "from mrigen import train\n"
+                "_make = train.make_train_step\n"
+                "def _late(*args, **kwargs):\n"
+                f"    time.sleep({COMPILE_SKEW_S})\n"
+                "    return _make(*args, **kwargs)\n"
+                "train.make_train_step = _late\n"
+                "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+def launch_pair(workdir, *args, timeout=600, late_process_1=False):
+    """main.py as processes 0 and 1 of 2, each with 2 CPU devices; returns both results.
+
+    late_process_1: process 1 builds its train step COMPILE_SKEW_S seconds late, as a slower or busier
+    host compiles later (XLA:CPU's gloo collectives time out when processes reach one 30 s apart).
+    """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     address = f"127.0.0.1:{free_port()}"
-    processes = [subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "main.py"), SMOKE, f"--workdir={workdir}",
-         f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}",
-         "--distributed_timeout=60", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    processes = []
+    for i in range(2):
+        prefix = [sys.executable, "-c", LATE_COMPILE] if late_process_1 and i == 1 else [sys.executable]
+        processes.append(subprocess.Popen(
+            [*prefix, os.path.join(ROOT, "main.py"), SMOKE, f"--workdir={workdir}",
+             f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}",
+             "--distributed_timeout=60", *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     for process in processes:
         stdout, stderr = process.communicate(timeout=timeout)
@@ -86,7 +105,8 @@ def test_two_processes_match_one_process_and_resume_as_a_pair(tmp_path, single_p
     for x, y in zip(weights(at_two), weights(reference)):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
 
-    for result in launch_pair(workdir, *args):  # resume from step 2 as a pair: bit-identical to 4 straight steps
+    # Resume from step 2 as a pair, one process compiling late: bit-identical to 4 straight steps.
+    for result in launch_pair(workdir, *args, late_process_1=True):
         assert result.returncode == 0, result.stderr[-3000:]
     resumed = final_state(workdir, config)
     assert_same_step(resumed, straight)
