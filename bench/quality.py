@@ -41,6 +41,9 @@ DIFFAUGMENT = {"train.augment": "fixed", "train.augment_p": 0.25}
 ADA = {"train.augment": "ada", "train.augment_p": 0.0, "train.ada_target": 0.6, "train.ada_kimg": 10.0}
 R1 = {"loss": "r1", "train.r1_gamma": 0.1}
 MIRROR = {"data.mirror": True}
+RESIZE = {"arch.upsample": "resize"}  # DCGAN only: G upsamples by nearest x2 then a convolution.
+# Pinned in the paper's recipe only where the base config has the field (arch.upsample: DCGAN).
+PAPER_WHERE_PRESENT = {"arch.upsample": "transposed"}
 VARIANTS = {
     "paper": {},
     "ema": EMA,
@@ -48,6 +51,7 @@ VARIANTS = {
     "ada": ADA,
     "r1": R1,
     "mirror": MIRROR,
+    "resize": RESIZE,
     "all": {**EMA, **ADA, **R1, **MIRROR},
 }
 SHOWN = ("spectrum", "spectrum_high", "kid", "feature_fd", "precision", "recall", "coverage",
@@ -58,7 +62,9 @@ def experiment_config(args, variant: str):
     """configs/experiment.py with one run: the base config, the paper's recipe plus `variant`'s fields."""
     config = run_config.from_file(os.path.join(REPO_ROOT, "configs", "experiment.py"))
     base = run_config.from_file(*experiment.resolve_config_path(args.base))
-    fields = {**PAPER, **VARIANTS[variant]}
+    present = set(run_config.flatten(base))
+    pins = {key: value for key, value in PAPER_WHERE_PRESENT.items() if key in present}
+    fields = {**PAPER, **pins, **VARIANTS[variant]}
     loss = fields.pop("loss", base.loss)
     config.runs = (f"{base.model}_{loss}",)
     config.base_configs[base.model] = args.base

@@ -14,6 +14,9 @@ from mrigen import config_base
 def get_config(variant=None):
     config = config_base.get_config(model="dcgan", loss="dragan")
     config.arch.latent_dim = 256  # Size of z, drawn from U(-1, 1).
+    # How G doubles the resolution: "transposed" (the paper's stride-2 transposed convolutions) or
+    # "resize" (nearest-neighbour x2, then a convolution: no checkerboard; docs/improvements.md).
+    config.arch.upsample = "transposed"
     config.train.epochs = 60.0  # Passes over the training set.
     config.train.update_ratio = 3  # G updates after each D update, on the same z.
 

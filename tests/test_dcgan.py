@@ -67,6 +67,42 @@ def test_weights_start_from_normal_0_02_and_zero_biases():
     assert "bias" not in params["ConvTranspose_1"]  # followed by batch norm
 
 
+def test_resize_upsampling_replaces_each_stride_2_layer_by_a_convolution_of_the_same_size():
+    config = full_size_config()
+    config.arch.upsample = "resize"
+    arch = models.build(config)
+    g = arch.generator(arch.stages[0])
+    params = shapes(g, jnp.zeros((4, 256)))
+    strides = [stride for _, stride in dcgan.GENERATOR_LAYERS]
+    assert [params[f"Conv_{i}"]["kernel"] for i in range(strides.count(2))] == [
+        (5, 5, 256, 256), (5, 5, 256, 256), (5, 5, 256, 256), (5, 5, 256, 128), (5, 5, 128, 64)]
+    assert len([k for k in params if k.startswith("ConvTranspose")]) == strides.count(1) + 1  # + the output layer
+    transposed = shapes(models.build(full_size_config()).generator(arch.stages[0]), jnp.zeros((4, 256)))
+    count = lambda tree: sum(int(np.prod(shape)) for shape in jax.tree.leaves(tree, is_leaf=lambda s: isinstance(s, tuple)))
+    assert count(params) == count(transposed)
+    images = jax.eval_shape(lambda: g.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 256)), 1.0, train=False))
+    assert images[0].shape == (2, 256, 256, 1)
+
+
+def test_resize_upsampling_has_no_checkerboard_where_the_transposed_convolution_has_one():
+    """A constant map, doubled: nearest x2 then a convolution stays constant inside, a 5x5 transposed
+    convolution at stride 2 alternates (3 and 2 taps per output pixel), whatever its (positive) kernel."""
+    x = jnp.ones((1, 8, 8, 1))
+    kernel = jnp.ones((5, 5, 1, 1))
+    resized = jax.lax.conv_general_dilated(dcgan.base.upsample_nearest(x, 2), kernel, (1, 1), "SAME",
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))[0, 4:-4, 4:-4, 0]
+    transposed = layers.conv_transpose_subpixel(x, kernel, 2)[0, 4:-4, 4:-4, 0]
+    assert float(resized.max() - resized.min()) == 0.0
+    assert float(transposed.max() / transposed.min()) == pytest.approx(9 / 4)  # 3 x 3 taps against 2 x 2
+
+
+def test_an_unknown_upsampling_mode_names_the_field():
+    config = full_size_config()
+    config.arch.upsample = "bilinear"
+    with pytest.raises(Exception, match="arch.upsample: unknown mode 'bilinear'; choose one of transposed, resize"):
+        models.build(config)
+
+
 def test_resolution_must_be_a_multiple_of_32():
     config = full_size_config()
     config.data.resolution = 16

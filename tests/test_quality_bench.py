@@ -67,3 +67,19 @@ def test_unknown_variants_are_refused(quality, capsys):
     with pytest.raises(SystemExit) as stop:
         quality.parse_args(["--variants", "paper,bogus"])
     assert stop.value.code == 2 and "bogus" in capsys.readouterr().err
+
+
+def test_the_paper_variant_pins_dcgan_upsampling_and_other_models_plan_without_it(quality, tmp_path):
+    preset = tmp_path / "resized.py"
+    preset.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {os.path.join(ROOT, 'configs')!r})\n"
+        "import dcgan\n"
+        "def get_config(variant=None):\n"
+        "    config = dcgan.get_config('quick')\n"
+        "    config.arch.upsample = 'resize'\n"
+        "    return config\n")
+    assert planned(quality, "paper", base=str(preset)).config.arch.upsample == "transposed"
+    assert planned(quality, "resize", base=str(preset)).config.arch.upsample == "resize"
+    srresnet = planned(quality, "paper", base="configs/srresnet.py:quick").config
+    assert "upsample" not in srresnet.arch and srresnet.model == "srresnet"

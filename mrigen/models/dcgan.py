@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mrigen.errors import UserError
 from mrigen.models import base
 from mrigen.models.layers import ConvTranspose, default_subpixel, minibatch_stddev
 
@@ -17,6 +18,11 @@ from mrigen.models.layers import ConvTranspose, default_subpixel, minibatch_stdd
 GENERATOR_LAYERS = ((256, 2), (256, 1), (256, 2), (256, 1), (256, 2), (256, 1), (128, 2), (64, 2))
 DISCRIMINATOR_CHANNELS = (64, 128, 256, 512, 1024)
 DOWNSCALE = 32  # 2 ** (number of stride-2 layers)
+
+# How G doubles the resolution: the paper's transposed convolution (a 5x5 kernel at stride 2
+# covers alternate output pixels with 3 and 2 taps, a checkerboard G must learn to cancel), or
+# "resize": nearest-neighbour upsampling then a 5x5 convolution, which has no such pattern.
+UPSAMPLE_MODES = ("transposed", "resize")
 
 _weight_init = nn.initializers.normal(stddev=0.02)
 # Layers followed by batch norm have no bias: BN's shift makes it redundant, and
@@ -34,6 +40,7 @@ class Generator(nn.Module):
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
     subpixel: bool = True  # How transposed convolutions are computed (same result).
+    upsample: str = "transposed"  # Stride-2 layers: "transposed" (the paper) or "resize" (UPSAMPLE_MODES).
 
     @nn.compact
     def __call__(self, z, alpha=1.0, train: bool = True):
@@ -44,8 +51,13 @@ class Generator(nn.Module):
         x = nn.relu(_batch_norm(train, self.dtype)(x))
         x = x.reshape(z.shape[0], start, start, ch(256))
         for channels, stride in GENERATOR_LAYERS:
-            x = ConvTranspose(ch(channels), 5, stride, _weight_init, self.dtype, self.subpixel,
-                              use_bias=False)(x)
+            if stride == 2 and self.upsample == "resize":
+                x = base.upsample_nearest(x, 2)
+                x = nn.Conv(ch(channels), (5, 5), padding="SAME", use_bias=False, kernel_init=_weight_init,
+                            dtype=self.dtype)(x)
+            else:
+                x = ConvTranspose(ch(channels), 5, stride, _weight_init, self.dtype, self.subpixel,
+                                  use_bias=False)(x)
             x = nn.relu(_batch_norm(train, self.dtype)(x))
         x = ConvTranspose(1, 5, 1, _weight_init, self.dtype, self.subpixel)(x)
         return jnp.tanh(x.astype(jnp.float32))
@@ -91,12 +103,15 @@ def build(config) -> base.Architecture:
                                   f"a multiple of {DOWNSCALE} up to {base.MAX_RESOLUTION}")
     dtype = base.compute_dtype(config)
     width = config.arch.width
+    upsample = config.arch.get("upsample", "transposed")
+    if upsample not in UPSAMPLE_MODES:
+        raise UserError(f"arch.upsample: unknown mode {upsample!r}; choose one of {', '.join(UPSAMPLE_MODES)}")
     return base.SingleStage(
         name="dcgan",
         resolution=resolution,
         latent_dim=config.arch.latent_dim,
         epochs=base.positive_epochs(config, "epochs"),
-        make_generator=lambda: Generator(resolution, width, dtype, default_subpixel()),
+        make_generator=lambda: Generator(resolution, width, dtype, default_subpixel(), upsample),
         make_discriminator=lambda: Discriminator(resolution, width, dtype),
         latent_fn=uniform_latent,
     )
