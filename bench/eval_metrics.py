@@ -5,14 +5,19 @@ Run (the paper's size, ~3 GB per set of float32 images):
 Quick:
   .venv/bin/python bench/eval_metrics.py --n 2048 --resolution 64 --others
 The whole report (metrics.evaluate_sets: reference, generated and held-out
-sets of n images each), each part's time projected to --target-n:
+sets of n images each), each part's wall and CPU time projected to
+--target-n (at --n 11328, as measured; --profile adds the main thread's
+cProfile):
   .venv/bin/python bench/eval_metrics.py --report --n 4096 --resolution 256 --cache /tmp/brains
+  .venv/bin/python bench/eval_metrics.py --report --n 11328 --resolution 256 --cache /tmp/brains
 """
 
 import argparse
 import cProfile
+import functools
 import os
 import pstats
+import threading
 import time
 
 import numpy as np
@@ -31,31 +36,97 @@ from mrigen.metrics import (
     swd,
 )
 
-# The parts of an evaluate_sets report, each with how its cost grows with the
-# set size N: 'linear', 'fixed', ('cap', c) linear up to c images, or
-# ('square', c) quadratic up to c. The Frechet forms hold both the feature FD
-# (capped at 5000) and the PCA-FD (all images, but 16 coordinates: small).
+# The parts of an evaluate_sets report: (label, owner, attribute name, growth),
+# each the time spent in owner.<name> called from the main thread (the
+# metrics hand chunks of their work to threads, which run inside these
+# calls), with how its cost grows with the set size N: 'linear', 'fixed',
+# ('cap', c) linear up to c images, or ('square', c) quadratic up to c. The
+# resampled parts hold each form's exact values (exact()) and its
+# resamples (comparison.resample, split by form); the Frechet forms hold
+# both the feature FD (capped at 5000) and the PCA-FD (all images, but 16
+# coordinates: small).
 REPORT_PARTS = (
-    ('rho and PCA coordinates', pca.project, 'linear'),
-    ('sigma and delta', pca.covariance_spectrum, 'linear'),
-    ('memorization: index of the training set', memorization.TrainingIndex.__init__, 'linear'),
-    ('memorization: 3 x 1000 queries', memorization.nearest_neighbours_pruned, 'linear'),
-    ('memorization: 3 x 1000 queries (below 128 px)', memorization.nearest_neighbours, 'linear'),
-    ('MS-SSIM (1000 pairs, 3 sets)', msssim.ms_ssim_pairs, 'fixed'),
-    ('SWD (2048 images, shared reference)', swd.swd_against, ('cap', 2048)),
-    ('spectrum profiles (2048 images)', spectrum.radial_profiles, ('cap', 2048)),
-    ('random features (5000 images)', features.random_features, ('cap', 5000)),
-    ('PRDC distance table (5000 points)', prdc.squared_distance_table, ('square', 5000)),
-    ('duplicates: pair tables (1000 images)', duplicates.PairTable.__init__, 'fixed'),
-    ('duplicates: exact shares', duplicates.duplicate_share, 'fixed'),
-    ('resampled spectrum', comparison.SpectrumForm.values, ('cap', 2048)),
-    ('resampled Frechet distances', comparison.FrechetForm.values, ('cap', 5000)),
-    ('KID and resampled KID', comparison.KIDForm._kid, 'fixed'),
-    ('resampled PRDC', comparison.PRDCForm.values, ('square', 5000)),
-    ('resampled duplicate share', comparison.DuplicateForm.values, 'fixed'),
-    ('resampled SWD', comparison.SWDForm.values, ('cap', 2048)),
-    ('resampled MS-SSIM', comparison.MSSSIMForm.values, 'fixed'),
+    ('rho, sigma and delta: one pass per set', pca, 'project_and_spectrum', 'linear'),
+    ('rho and PCA coordinates (other calls)', pca, 'project', 'linear'),
+    ('sigma and delta (other calls)', pca, 'covariance_spectrum', 'linear'),
+    ('memorization: index of the training set', memorization.TrainingIndex, '__init__', 'linear'),
+    ('memorization: 3 x 1000 queries', memorization, 'nearest_neighbours_pruned', 'linear'),
+    ('memorization: 3 x 1000 queries (below 128 px)', memorization, 'nearest_neighbours', 'linear'),
+    ('MS-SSIM (1000 pairs, 3 sets)', msssim, 'ms_ssim_pairs', 'fixed'),
+    ('SWD (2048 images, shared reference)', swd, 'swd_against', ('cap', 2048)),
+    ('spectrum profiles (2048 images)', spectrum, 'radial_profiles', ('cap', 2048)),
+    ('random features (5000 images)', features, 'random_features', ('cap', 5000)),
+    ('PRDC distance table (5000 points)', prdc, 'squared_distance_table', ('square', 5000)),
+    ('duplicates: pair tables (1000 images)', duplicates.PairTable, '__init__', 'fixed'),
+    ('duplicates: exact shares', duplicates, 'duplicate_share', 'fixed'),
+    ('resampled spectrum', comparison.SpectrumForm, None, ('cap', 2048)),
+    ('resampled Frechet distances', comparison.FrechetForm, None, ('cap', 5000)),
+    ('KID and resampled KID', comparison.KIDForm, None, 'fixed'),
+    ('resampled PRDC', comparison.PRDCForm, None, ('square', 5000)),
+    ('resampled duplicate share', comparison.DuplicateForm, None, 'fixed'),
+    ('resampled SWD', comparison.SWDForm, None, ('cap', 2048)),
+    ('resampled MS-SSIM', comparison.MSSSIMForm, None, 'fixed'),
 )
+
+
+class PartTimer:
+    """Wall and process CPU seconds (all threads) spent in each part of REPORT_PARTS.
+
+    A part's function is wrapped while the timer is active; a call counts
+    when made from the main thread and not from inside a part (parts never
+    overlap: their sum and the rest add up to the whole). For
+    a form class (name None), its exact() and comparison.resample on its
+    forms count (DuplicateForm.exact only runs duplicate_share, its own part).
+    """
+
+    def __init__(self, parts=REPORT_PARTS):
+        self.parts = parts
+        self.wall = {label: 0.0 for label, *_ in parts}
+        self.cpu = dict(self.wall)
+        self._active = False
+        self._restore = []
+
+    def _timed(self, label, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if self._active or threading.current_thread() is not threading.main_thread():
+                return fn(*args, **kwargs)
+            self._active = True
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.wall[label] += time.perf_counter() - wall
+                self.cpu[label] += time.process_time() - cpu
+                self._active = False
+        return wrapper
+
+    def _patch(self, owner, name, new):
+        self._restore.append((owner, name, owner.__dict__.get(name)))
+        setattr(owner, name, new)
+
+    def __enter__(self):
+        forms = {}
+        for label, owner, name, _ in self.parts:
+            if name is None:
+                forms[owner] = label
+                if owner is not comparison.DuplicateForm:
+                    self._patch(owner, 'exact', self._timed(label, owner.exact))
+            else:
+                self._patch(owner, name, self._timed(label, getattr(owner, name)))
+        resample = comparison.resample
+        by_form = {cls: self._timed(label, resample) for cls, label in forms.items()}
+        self._patch(comparison, 'resample',
+                    lambda form, rng: by_form.get(type(form), resample)(form, rng))
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, old in reversed(self._restore):
+            if old is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, old)
+        self._restore.clear()
 
 
 def synthetic_brains(n: int, resolution: int, seed: int, chunk: int = 256) -> np.ndarray:
@@ -103,6 +174,16 @@ def cached_set(args, seed: int) -> np.ndarray:
     return np.load(path)
 
 
+def cached_basis(args, train: np.ndarray) -> pca.PCABasis:
+    """pca.fit_pca_basis(train), kept under args.cache if given (as evaluations cache it)."""
+    if args.cache is None:
+        return pca.fit_pca_basis(train)
+    path = os.path.join(args.cache, f'basis_{args.n}_{args.resolution}_1.npz')
+    if not os.path.exists(path):
+        pca.save_basis(pca.fit_pca_basis(train), path)
+    return pca.load_basis(path)
+
+
 def timed(label, fn, *args, **kwargs):
     """Runs fn, printing its wall time and this process's CPU time (all threads)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -125,34 +206,40 @@ def _growth(rule, n: int, target: int) -> float:
 def time_report(args) -> None:
     """Times metrics.evaluate_sets on three synthetic sets of args.n images, part by part."""
     sets = [timed(f'synthesize set {seed} (not a metric)', cached_set, args, seed) for seed in (1, 2, 3)]
-    basis = timed('fit_pca_basis (cached in evaluations)', pca.fit_pca_basis, sets[0])
+    basis = timed('fit_pca_basis (cached in evaluations)', cached_basis, args, sets[0])
     print(f'load average {os.getloadavg()[0]:.1f}', flush=True)
-    profile = cProfile.Profile()
-    wall = time.perf_counter()
-    profile.enable()
-    results = metrics.evaluate_sets(*sets, basis=basis)
-    profile.disable()
-    wall = time.perf_counter() - wall
-    stats = pstats.Stats(profile).stats
-    cumulative = {key: value[3] for key, value in stats.items()}
-    target, total = args.target_n, 0.0
-    print(f'\n| part | growth | s at N={args.n} | s at N={target} |\n|---|---|---|---|')
-    for label, fn, rule in REPORT_PARTS:
-        code = fn.__code__
-        seconds = cumulative.get((code.co_filename, code.co_firstlineno, code.co_name), 0.0)
-        projected = seconds * _growth(rule, args.n, target)
-        total += projected
+    profile = cProfile.Profile() if args.profile else None
+    with PartTimer() as timer:
+        wall, cpu = time.perf_counter(), time.process_time()
+        if profile:
+            profile.enable()
+        results = metrics.evaluate_sets(*sets, basis=basis)
+        if profile:
+            profile.disable()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    target, total, total_cpu = args.target_n, 0.0, 0.0
+    print(f'\n| part | growth | s at N={args.n} | s at N={target} | cpu s at N={target} |\n'
+          '|---|---|---|---|---|')
+    for label, _, _, rule in REPORT_PARTS:
+        factor = _growth(rule, args.n, target)
+        total += timer.wall[label] * factor
+        total_cpu += timer.cpu[label] * factor
         growth = rule if isinstance(rule, str) else f'{rule[0]} {rule[1]}'
-        print(f'| {label} | {growth} | {seconds:.1f} | {projected:.1f} |')
-    measured = sum(cumulative.get((f.__code__.co_filename, f.__code__.co_firstlineno, f.__code__.co_name), 0)
-                   for _, f, _ in REPORT_PARTS)
-    rest = max(wall - measured, 0.0)
+        print(f'| {label} | {growth} | {timer.wall[label]:.1f} | {timer.wall[label] * factor:.1f} | '
+              f'{timer.cpu[label] * factor:.1f} |')
+    rest = max(wall - sum(timer.wall.values()), 0.0)
+    rest_cpu = max(cpu - sum(timer.cpu.values()), 0.0)
     total += rest * target / args.n
-    print(f'| the rest (taken as linear) | linear | {rest:.1f} | {rest * target / args.n:.1f} |')
-    print(f'| **evaluate_sets** | | **{wall:.1f}** | **{total:.1f}** |')
+    total_cpu += rest_cpu * target / args.n
+    print(f'| the rest (taken as linear) | linear | {rest:.1f} | {rest * target / args.n:.1f} | '
+          f'{rest_cpu * target / args.n:.1f} |')
+    print(f'| **evaluate_sets** | | **{wall:.1f}** | **{total:.1f}** | **{total_cpu:.1f}** |')
     print(f'\nverdict on the second synthetic set: '
           f"{results['sets']['generated']['distinguishable_by'] or 'not distinguishable'}; "
           f'load average now {os.getloadavg()[0]:.1f}')
+    if profile:
+        print('\nmain thread, by own time (the work handed to threads shows as waits):')
+        pstats.Stats(profile).sort_stats('tottime').print_stats(25)
 
 
 def main():
@@ -169,6 +256,8 @@ def main():
     parser.add_argument('--report', action='store_true',
                         help='time the whole report (evaluate_sets) instead, projected to --target-n')
     parser.add_argument('--target-n', type=int, default=11328, help='N to project the report to')
+    parser.add_argument('--profile', action='store_true',
+                        help='with --report: also print a cProfile of the main thread')
     args = parser.parse_args()
     if args.report:
         print(f'n={args.n} resolution={args.resolution} cpus={os.cpu_count()}')

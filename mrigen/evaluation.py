@@ -8,23 +8,33 @@ split with a fixed seed into two disjoint halves and the floor is in-sample
 (the report says so). Generated sets have the floor's size, so sigma and
 delta compare sets of equal N. The PCA basis is fitted on the training set and
 cached beside the decoded data.
+
+mrigen.metrics (scipy.stats, scikit-learn: ~1.5 s of imports) is imported
+where it is used, so that training, which imports this module, pays for it
+only when it evaluates.
 """
+
+from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import jax
 import numpy as np
 
-from mrigen import data, holdout, images, metrics, models, sampling
+from mrigen import data, holdout, images, models, sampling
 from mrigen import state as state_lib
 from mrigen.errors import UserError
-from mrigen.metrics import memorization, pca, report, spectrum
+
+if TYPE_CHECKING:
+    from mrigen.metrics import pca
 
 
 def pca_basis(dataset: data.Dataset, cache_dir: str) -> pca.PCABasis:
     """The 16-direction PCA basis of `dataset`, cached as pca16_<key>.npz."""
+    from mrigen.metrics import pca
+
     path = os.path.join(os.path.expanduser(cache_dir), f"pca16_{dataset.cache_key}.npz") if cache_dir else ""
     if path and os.path.exists(path):
         try:
@@ -55,6 +65,9 @@ def evaluate(split: holdout.Split, generated: np.ndarray, out_dir: str, cache_di
     out_dir receives eval.json, report.md, real_vs_generated.png and
     closest_pairs.png (each generated image beside its nearest training image).
     """
+    from mrigen import metrics
+    from mrigen.metrics import memorization, report
+
     dataset = split.training
     if generated.shape[1:] != dataset.images.shape[1:]:
         raise UserError(f"{label}: images are {generated.shape[1]}x{generated.shape[2]}, the training data "
@@ -84,6 +97,9 @@ def training_metrics(generated: np.ndarray, basis: pca.PCABasis, seed: int = 0,
     spectrum distances (all rings, upper half) are logged when given. Keys are
     prefixed `eval_`.
     """
+    from mrigen import metrics
+    from mrigen.metrics import pca, spectrum
+
     coords, sq_norm = pca.project(generated, basis)
     covariance = pca.covariance_spectrum(generated, seed=seed)
     results = {"eval_rho": float(pca.realism_from_projection(coords, sq_norm).mean()),
@@ -110,6 +126,8 @@ class TrainingEvaluator:
         self.arch = arch
         self._results = {}
         if self.every:
+            from mrigen.metrics import spectrum
+
             self.basis = pca_basis(dataset, config.data.cache_dir)
             self.reference_profiles = spectrum.radial_profiles(
                 data.to_float_host(images.representative(dataset.images, 512, config.seed)))

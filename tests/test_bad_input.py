@@ -104,11 +104,13 @@ def only_masks(root):
 
 
 def corrupt_checkpoint(root):
-    """Truncates the largest array data file (OCDBT's d/ folder): metadata files such as _sharding
-    can outgrow it on several devices, and a restore with a given target does not need them."""
+    """Truncates every array data file (OCDBT's d/ folders). Not only the largest: OCDBT's files also
+    hold superseded tree nodes that a restore never reads, and which file is largest varies by run."""
     state = os.path.join(root, RUN, "checkpoints", "2", "state")
-    files = [os.path.join(d, n) for d, _, names in os.walk(state) for n in names if os.path.basename(d) == "d"]
-    truncated(max(files, key=os.path.getsize))
+    for directory, _, names in os.walk(state):
+        if os.path.basename(directory) == "d":
+            for name in names:
+                truncated(os.path.join(directory, name))
     return []
 
 

@@ -2,14 +2,16 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 
 import jax
 import numpy as np
+import pytest
 
-from conftest import ROOT, main_in_process, smoke_config
+from conftest import ROOT, smoke_config
 from mrigen import checkpoint, models, state as state_lib
 from test_cli import assert_one_line_error, main_py
 
@@ -24,9 +26,7 @@ def free_port() -> int:
 
 def launch_pair(workdir, *args, timeout=600):
     """main.py as processes 0 and 1 of 2, each with 2 CPU devices; returns both results."""
-    xla_flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
-                 if not flag.startswith("--xla_force_host_platform_device_count")]
-    env = dict(os.environ, XLA_FLAGS=" ".join(["--xla_force_host_platform_device_count=2", *xla_flags]))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     address = f"127.0.0.1:{free_port()}"
     processes = [subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "main.py"), SMOKE, f"--workdir={workdir}",
@@ -49,26 +49,44 @@ def final_state(workdir, config):
         ckpt.close()
 
 
-def assert_states_close(a, b):
+def weights(state):
+    return jax.tree.leaves((state["g"], state["d"], state.get("g_ema")))
+
+
+def assert_same_step(a, b):
     assert int(a["step"]) == int(b["step"]) and int(a["images_seen"]) == int(b["images_seen"])
-    for x, y in zip(jax.tree.leaves((a["g"], a["d"])), jax.tree.leaves((b["g"], b["d"]))):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
 
 def test_two_processes_match_one_process_and_resume_as_a_pair(tmp_path, smoke_run, shared_cache_dir):
     """Against the reference of one process with the 4 devices of conftest: the smoke run, 2 steps."""
     workdir = str(tmp_path / "pair")
-    cache = f"--config.data.cache_dir={shared_cache_dir}"
-    for epochs in (1 * 8 / 137, 0.12):  # stop after 1 step, then resume to the smoke config's 2
-        for result in launch_pair(workdir, cache, f"--config.train.epochs={epochs}"):
-            assert result.returncode == 0, result.stderr[-3000:]
+    args = (f"--config.data.cache_dir={shared_cache_dir}", f"--config.train.epochs={4 * 8 / 137}")
+    for result in launch_pair(workdir, *args):
+        assert result.returncode == 0, result.stderr[-3000:]
     config = smoke_config()
-    assert_states_close(final_state(workdir, config), final_state(smoke_run, config))
+    straight = final_state(workdir, config)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
+
+    # After 2 steps the pair holds the single process's weights up to the order of its float sums: within
+    # half an Adam step (learning rate 2e-4), where gradients left unaveraged would move weights a whole
+    # step. Later steps cannot be compared: at init these tiny GANs amplify a 1e-7 difference to 1e-3 in
+    # 4 steps (one process with 1 device vs 4 devices differs as much).
+    at_two, reference = final_state(workdir, config), final_state(smoke_run, config)
+    assert_same_step(at_two, reference)
+    assert int(at_two["step"]) == 2
+    for x, y in zip(weights(at_two), weights(reference)):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
+
+    for result in launch_pair(workdir, *args):  # resume from step 2 as a pair: bit-identical to 4 straight steps
+        assert result.returncode == 0, result.stderr[-3000:]
+    resumed = final_state(workdir, config)
+    assert_same_step(resumed, straight)
+    for x, y in zip(weights(resumed), weights(straight)):
+        np.testing.assert_array_equal(x, y)
     with open(os.path.join(workdir, "stats.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f]
-    assert steps == [1, 2]  # written by process 0 only, once per step
-    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000001.png", "step_00000002.png"]
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
+    assert steps == [1, 2, 3, 4]  # written by process 0 only, once per step; the resumed steps replace theirs
+    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000002.png", "step_00000004.png"]
 
 
 def test_unreachable_coordinator_is_a_one_line_error_not_a_hang(tmp_path):
@@ -78,7 +96,7 @@ def test_unreachable_coordinator_is_a_one_line_error_not_a_hang(tmp_path):
 
 
 def test_incomplete_distributed_flags_are_refused(tmp_path):
-    result = main_in_process(SMOKE, f"--workdir={tmp_path / 'run'}", "--num_processes=2")
+    result = main_py(SMOKE, f"--workdir={tmp_path / 'run'}", "--num_processes=2")
     assert_one_line_error(result, "--coordinator_address, --process_id: required with --num_processes")
 
 

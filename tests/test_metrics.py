@@ -181,6 +181,45 @@ def test_delta_counts_sorted_eigenvalues_near_the_threshold():
         assert sigma == pytest.approx(np.trace(cov), rel=1e-6)
 
 
+def test_krylov_from_pca_coordinates_certifies_the_same_sigma_and_delta():
+    # evaluate_sets starts the Krylov basis from each set's PCA coordinates and
+    # 8 random vectors in blocks of 24; the paper's values must not move from
+    # the former start (64 random vectors, blocks of 64) nor from np.cov.
+    images = blob_images(300, 24, seed=7, noise=0.05)
+    basis = pca.fit_pca_basis(images[:200])
+    coords, _ = pca.project(images, basis)
+    new = pca.covariance_spectrum(images, start=coords, seed=3)
+    old = pca.covariance_spectrum(images, block_size=64, seed=3)
+    assert new.certified and old.certified and new.n == old.n == 300
+    assert new.sigma == old.sigma
+    assert new.count_above() == old.count_above()
+    cov = reference_cov(images)
+    eig = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    assert new.sigma == pytest.approx(np.trace(cov), rel=1e-6)
+    assert new.count_above() == np.count_nonzero(eig > 0.01 * np.trace(cov))
+    # Ritz values converge only as far as the count needs: lower bounds, close.
+    top = new.count_above()
+    assert np.all(new.eigenvalues[:top] <= eig[:top] * (1 + 1e-9))
+    np.testing.assert_allclose(new.eigenvalues[:top], eig[:top], rtol=1e-2)
+
+
+def test_project_and_spectrum_equals_project_and_covariance_spectrum():
+    # One pass for rho's projection and sigma (evaluate_sets): the same values.
+    train = blob_images(300, 24, seed=10, noise=0.05)
+    other = blob_images(280, 24, seed=11, noise=0.08)
+    basis = pca.fit_pca_basis(train)
+    for images in (train, other):
+        coords, sq_norm, spectrum = pca.project_and_spectrum(images, basis, seed=2)
+        want_coords, want_sq = pca.project(images, basis)
+        want = pca.covariance_spectrum(images, seed=2, start=want_coords)
+        np.testing.assert_allclose(coords, want_coords, rtol=1e-5, atol=1e-5)  # float32 products
+        np.testing.assert_array_equal(sq_norm, want_sq)
+        assert spectrum.certified and spectrum.n == len(images)
+        assert spectrum.count_above() == want.count_above() == pca.total_variation(images)[1]
+        assert spectrum.sigma == pytest.approx(want.sigma, rel=1e-6)
+    assert pca.project_and_spectrum(train, basis)[2].sigma == pca.total_variation(train)[0]  # own basis
+
+
 def test_sigma_grows_with_n():
     images = blob_images(128, 16, seed=4)
     small, _, _ = pca.total_variation(images[:32])
@@ -383,6 +422,20 @@ def test_pruned_search_is_exact_at_128_px():
     blocks = reference[:3].reshape(3, 64, 2, 64, 2).astype(np.float64)
     np.testing.assert_allclose(p, 2 * blocks.mean(axis=(2, 4)).reshape(3, -1), rtol=1e-5)
     np.testing.assert_allclose(residual ** 2 + (p.astype(np.float64) ** 2).sum(axis=1), sq, rtol=1e-6)
+
+
+def test_pruned_search_is_exact_at_256_px_through_both_bounds():
+    # 256 px: coarse bounds from 8 x 8 blocks, then finer ones from 4 x 4, then pixels.
+    reference = blob_images(30, 256, seed=8).reshape(30, -1)
+    queries = blob_images(8, 256, seed=9, noise=0.05).reshape(8, -1)
+    queries[2] = reference[11]
+    full = np.linalg.norm(queries[:, None].astype(np.float64) - reference[None].astype(np.float64), axis=2)
+    index_ = memorization.TrainingIndex(reference.reshape(30, 256, 256))
+    assert index_.pooled[0].shape == (30, 64 * 64) and index_.coarse[0].shape == (30, 32 * 32)
+    dist, index = index_.nearest(queries)
+    np.testing.assert_array_equal(index, full.argmin(axis=1))
+    np.testing.assert_allclose(dist, full.min(axis=1), rtol=1e-12)
+    assert dist[2] == 0 and index[2] == 11
 
 
 def test_memorization_finds_exact_copies(train, generated, tmp_path):

@@ -315,6 +315,37 @@ def test_duplicates_raise_the_duplicate_share(sets):
     assert sub['n_images'] == 20 and sub['n_pairs'] == 190
 
 
+def test_pair_tables_from_128_px_measure_only_what_the_share_needs():
+    # From 128 px a PairTable starts from pooled lower bounds and measures pairs
+    # lazily; every answer must equal the one from all pairs measured at once.
+    train = brains(40, seed=10, size=128)[0]
+    held = brains(40, seed=11, size=128)[0]
+    held[30:34] = held[:4] + 0.01 * np.random.default_rng(4).standard_normal((4, 128, 128, 1)).astype(np.float32)
+    flat = lambda x: x.reshape(len(x), -1).astype(np.float64)
+    real = duplicates.PairTable(train, 40, stream=0)
+    gen = duplicates.PairTable(held, 40, stream=1)
+    full_real = scipy.spatial.distance.squareform(scipy.spatial.distance.pdist(flat(train[real.rows])) ** 2)
+    full_gen = scipy.spatial.distance.squareform(scipy.spatial.distance.pdist(flat(held[gen.rows])) ** 2)
+    assert np.all(real.sq <= full_real * (1 + 1e-6) + 1e-9)  # bounds or measured values
+    threshold = duplicates.closest_pair_distance(train, table=real)
+    assert real.cutoff < np.inf and 0 < real._next < 40 * 39 // 2  # measured only in part
+    assert threshold == pytest.approx(np.sqrt(full_real[np.triu_indices(40, 1)].min()), rel=1e-12)
+    got = duplicates.duplicate_share(train, held, n_images=40, threshold=threshold, table=gen)
+    d = np.sqrt(full_gen[np.triu_indices(40, 1)])
+    assert got['n_close_pairs'] == np.count_nonzero(d < threshold) >= 4
+    assert [p[2] for p in got['closest_pairs']] == pytest.approx(np.sort(d)[:8], rel=1e-9)
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        r_rows, g_rows = (np.sort(rng.choice(40, 20, replace=False)) for _ in range(2))
+        i, j = np.triu_indices(20, 1)
+        t2 = full_real[np.ix_(r_rows, r_rows)][i, j].min()
+        want = np.mean(full_gen[np.ix_(g_rows, g_rows)][i, j] < t2)
+        assert duplicates.resampled_share(real, gen, r_rows, g_rows) == pytest.approx(want, abs=1e-12)
+    measured = real.sq[np.triu_indices(40, 1)] < real.cutoff
+    np.testing.assert_allclose(real.sq[np.triu_indices(40, 1)][measured],
+                               full_real[np.triu_indices(40, 1)][measured], rtol=1e-5)
+
+
 # --- bootstrap ----------------------------------------------------------------
 
 def test_bootstrap_is_reproducible_and_contains_the_value(profiles, feats):

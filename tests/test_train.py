@@ -58,8 +58,10 @@ def test_four_devices_give_the_same_steps_as_one(mni32):
     # Batch-norm running statistics are means over the global batch.
     tree_allclose(one["g"]["batch_stats"], four["g"]["batch_stats"], rtol=1e-4, atol=1e-6)
     tree_allclose(one["d"]["batch_stats"], four["d"]["batch_stats"], rtol=1e-4, atol=1e-6)
-    tree_allclose(one["g"]["params"], four["g"]["params"], rtol=1e-4, atol=1e-6)
-    tree_allclose(one["d"]["params"], four["d"]["params"], rtol=1e-4, atol=1e-6)
+    # Adam moves a weight by about lr = 2e-4 whatever its gradient's size, so a near-zero gradient summed in
+    # another order can move it by a few 1e-6 more: atol is 5% of one step.
+    tree_allclose(one["g"]["params"], four["g"]["params"], rtol=1e-4, atol=1e-5)
+    tree_allclose(one["d"]["params"], four["d"]["params"], rtol=1e-4, atol=1e-5)
     # The step changed the weights (the comparison above is not between two untouched trees).
     arch = models.build(config)
     fresh = state_lib.initial_state(arch, arch.stages[0], state_lib.create_optimizer(config.train),

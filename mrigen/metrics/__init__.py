@@ -100,12 +100,15 @@ def evaluate_sets(train, generated, real_holdout=None, basis=None, rng_seed: int
     train_nn = memorization.train_nn_distances(train, memorization_queries, rng_seed, index)
     rows, coords = {}, {}
     for name, x in sets.items():
-        coords[name], sq_norm = pca.project(x, basis)
+        # One pass over the images for rho's projection and sigma; delta's Krylov
+        # basis starts from the PCA coordinates (pca.project_and_spectrum).
+        coords[name], sq_norm, spectrum_ = pca.project_and_spectrum(x, basis, seed=rng_seed)
         row = {'n': len(x), 'rho': float(pca.realism_from_projection(coords[name], sq_norm).mean())}
-        row.update(_spectrum_row(x, rng_seed))
+        row.update(_spectrum_fields(spectrum_))
         if n_common < len(x):
-            subset = x[subsample(len(x), n_common, np.random.default_rng([rng_seed, 3]))]
-            row.update({f'{k}_common': v for k, v in _spectrum_row(subset, rng_seed).items()})
+            chosen = subsample(len(x), n_common, np.random.default_rng([rng_seed, 3]))
+            row.update({f'{k}_common': v
+                        for k, v in _spectrum_row(x[chosen], rng_seed, coords[name][chosen]).items()})
         if name == 'training data':
             row['ms_ssim'] = msssim.ms_ssim_diversity(x, n_msssim_pairs, rng_seed)
             row['memorization'] = {'train_nn_median': float(np.median(train_nn[1])),
@@ -216,14 +219,17 @@ def _forms(train, compared: dict, coords: dict, seed: int, caps: dict):
     cut = {name: x if len(x) == n else x[chosen[name]] for name, x in compared.items()}  # no copy
 
     def per_set(fn, cap, stream):
-        """fn of a capped seeded choice of each set, one set's copy at a time."""
+        """fn(images, index) of a capped seeded choice of each set (gathered by fn chunk by chunk)."""
         rows = subsample(n, cap, np.random.default_rng([seed, stream, 1]))
         ref_rows = subsample(len(train), cap, np.random.default_rng([seed, stream, 0]))
-        return {'reference': fn(train[ref_rows]), **{name: fn(x[rows]) for name, x in cut.items()}}
+        return {'reference': fn(train, ref_rows),
+                **{name: fn(x, rows if len(x) == n else chosen[name][rows]) for name, x in compared.items()}}
 
-    profiles = per_set(spectrum.radial_profiles, caps['spectrum_max_images'], 11)
+    profiles = per_set(lambda x, rows: spectrum.radial_profiles(x, index=rows),
+                       caps['spectrum_max_images'], 11)
     network = features.feature_network(train.shape[1])
-    feats = per_set(lambda x: features.random_features(x, network), caps['feature_max_images'], 12)
+    feats = per_set(lambda x, rows: features.random_features(x, network, index=rows),
+                    caps['feature_max_images'], 12)
     n_dup = min(caps['duplicate_images'] or n, len(train), n)
     pca_coords = {'reference': coords['training data'],
                   **{name: coords[name][chosen[name]] for name in compared}}
@@ -255,8 +261,12 @@ def _texture_details(name: str, measured, forms: dict, sizes: dict) -> dict:
     }
 
 
-def _spectrum_row(x: np.ndarray, seed: int) -> dict:
-    spectrum = pca.covariance_spectrum(x, seed=seed)
+def _spectrum_row(x: np.ndarray, seed: int, coords: np.ndarray) -> dict:
+    """sigma and delta of x, the Krylov started from its PCA coordinates (pca.covariance_spectrum)."""
+    return _spectrum_fields(pca.covariance_spectrum(x, seed=seed, start=coords))
+
+
+def _spectrum_fields(spectrum) -> dict:
     return {'n': spectrum.n, 'sigma': spectrum.sigma, 'delta': spectrum.count_above(),
             'delta_certified': spectrum.certified}
 

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.stats
 
 from mrigen.metrics import duplicates, frechet, kid, prdc, spectrum, swd
-from mrigen.metrics._util import one_blas_thread
+from mrigen.metrics._util import one_blas_thread, thread_map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,12 +133,23 @@ class FrechetForm(Form):
     def values(self, rows):
         # One BLAS thread, as features.feature_frechet_distance (busy 2-core machines).
         with one_blas_thread():
-            mu_r, cov_r = frechet.gaussian_stats(_take(self.features['reference'], rows['reference']))
-            root_r = frechet.psd_sqrt(cov_r)
+            mu_r, cov_r = self._stats('reference', rows['reference'])
+            factor = None
+            if rows['reference'] is not None:  # a resample: a Cholesky factor serves as well, faster
+                try:
+                    factor = {'chol_a': np.linalg.cholesky(cov_r)}
+                except np.linalg.LinAlgError:  # singular: the square root
+                    pass
+            factor = factor or {'root_a': frechet.psd_sqrt(cov_r)}
             return {name: {self.metric: frechet.frechet_distance(
-                        mu_r, cov_r, *frechet.gaussian_stats(_take(self.features[name], rows[name])),
-                        root_a=root_r)}
+                        mu_r, cov_r, *self._stats(name, rows[name]), **factor)}
                     for name in self.set_names()}
+
+    def _stats(self, role, rows):
+        """Mean and covariance of a role's rows: all of them, or a bootstrap draw (weighted)."""
+        if rows is None:
+            return frechet.gaussian_stats(self.features[role])
+        return frechet.resampled_stats(self.features[role], rows)
 
 
 class KIDForm(Form):
@@ -151,8 +162,8 @@ class KIDForm(Form):
 
     def _kid(self, rows) -> dict:
         ref = _take(self.features['reference'], rows['reference'])
-        return {name: kid.kid(ref, _take(self.features[name], rows[name]), seed=self.seed)
-                for name in self.set_names()}
+        return kid.kid_many(ref, {name: _take(self.features[name], rows[name])
+                                  for name in self.set_names()}, seed=self.seed)
 
     def exact(self):
         self.details = self._kid({role: None for role in self.sizes})  # mean, std, subset size
@@ -170,13 +181,18 @@ class PRDCForm(Form):
         self.sizes = {role: len(f) for role, f in features.items()}
         self.table = prdc.squared_distance_table(
             features['reference'], {name: features[name] for name in self.set_names()})
+        # Each point's nearest neighbours, sorted: a subset's k-th neighbour distances
+        # come from these lists instead of partitioning the subset's block.
+        self.lists = {'real': prdc.NeighbourLists(self.table['real']),
+                      **{name: prdc.NeighbourLists(self.table[name][0]) for name in self.set_names()}}
 
     def values(self, rows):
-        radii = prdc.real_radii_from_table(self.table['real'], rows['reference'])  # shared
+        radii = self.lists['real'].kth(rows['reference'], (3, 5))  # shared; k_pr, k_dc of prdc
         out = {}
         for name in self.set_names():
+            gen_radius = self.lists[name].kth(rows[name], (3,))[0]
             r = prdc.prdc_from_table(self.table['real'], *self.table[name], rows['reference'], rows[name],
-                                     real_radii=radii)
+                                     real_radii=radii, gen_radius=gen_radius)
             out[name] = {k: r[k] for k in ('precision', 'recall', 'density', 'coverage')}
         return out
 
@@ -266,11 +282,16 @@ class MSSSIMForm(Form):
 
 
 def resample(form: Form, rng: np.random.Generator):
-    """{set: {metric: [B] float64}}: form.values on form.n_resamples resamples."""
+    """{set: {metric: [B] float64}}: form.values on form.n_resamples resamples.
+
+    The resamples are drawn in order first, then measured on all cores
+    (thread_map): the same values as one after the other.
+    """
+    draws = [{role: draw(n, form.scheme, rng) for role, n in form.sizes.items()}
+             for _ in range(form.n_resamples)]
     collected = {}
-    for _ in range(form.n_resamples):
-        rows = {role: draw(n, form.scheme, rng) for role, n in form.sizes.items()}
-        for name, metrics in form.values(rows).items():
+    for values in thread_map(form.values, draws):
+        for name, metrics in values.items():
             for metric, v in metrics.items():
                 collected.setdefault(name, {}).setdefault(metric, []).append(v)
     return {name: {m: np.asarray(v, np.float64) for m, v in d.items()} for name, d in collected.items()}

@@ -9,12 +9,17 @@ images that are closer than that; a real set measured the same way against
 another real set gives about 1 / (number of pairs), the floor.
 """
 
+import threading
+
 import numpy as np
 
-from mrigen.metrics._util import flat, subsample
+from mrigen.metrics._util import chunks, flat, subsample, thread_map
+from mrigen.metrics.memorization import _block_sums, _bound, _residual, pool_factor
+from mrigen.metrics.pca import column_mean, sq_norms
 
 _CANDIDATES = 16  # closest approximate pairs re-measured exactly for the threshold
 _BAND = 1e-3  # relative band around the threshold where a pair is re-measured exactly
+_MEASURE_BATCH = 64  # pairs measured per block
 
 
 def _sq_distance_matrix(x: np.ndarray) -> np.ndarray:
@@ -43,16 +48,104 @@ class PairTable:
     """Every pair among a seeded random choice of n images of one set, for resampling.
 
     rows: [n] indices of the chosen images; x: [n, D] float32 the images;
-    sq: [n, n] float64 approximate squared L2 distances (float32 products of
-    centered images, relative error ~1e-6), the diagonal 0. Stream 0 is the
+    sq: [n, n] float64 squared L2 distances, the diagonal 0. Stream 0 is the
     choice closest_pair_distance makes of the real set, stream 1 the one
     duplicate_share makes of a generated set.
+
+    From 128 px, sq starts as a lower bound of every pair's squared
+    distance from pooled images (memorization.pooled's bound, blocks of
+    2f x 2f pixels, f = memorization.pool_factor: 1/64 of the pixels at 256
+    px, less a rounding slack), and pairs are measured, closest bound first,
+    only as far as a question needs (ensure, ensure_smallest): a measured
+    pair holds its approximate squared distance (float32 differences,
+    float64 sums, relative error ~1e-7), and every pair not measured has a
+    bound of at least `cutoff`, so all its values below cutoff are measured
+    ones. The few pairs near the smallest distances are all that the
+    duplicate share and its resamples read. Below 128 px every pair is
+    measured at once (float32 products of centered images, relative error
+    ~1e-6).
     """
 
     def __init__(self, images, n_images: int, seed: int = 0, stream: int = 1):
         self.rows, self.x = _subset(images, n_images, seed, stream)
-        center = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        self.sq = _sq_distance_matrix(self.x - center)
+        n = len(self.rows)
+        shape = np.shape(images)[1:3]
+        f = pool_factor(shape)
+        self._lock = threading.Lock()
+        if f == 1 or n < 2 or shape[0] % (2 * f) or shape[1] % (2 * f):
+            center = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)
+            self.sq = _sq_distance_matrix(self.x - center)
+            self.cutoff = np.inf
+            self._pairs, self._sorted_bounds, self._next = (), np.empty(0), 0
+            return
+        center = column_mean(self.x).astype(np.float32)  # only for the bound's rounding
+        xc = pooled_centered(self.x, center, shape, 2 * f)
+        self.sq = np.maximum(_bound(xc, xc, sq_norms(xc[0])), 0.0)
+        np.fill_diagonal(self.sq, 0.0)
+        i, j = np.triu_indices(n, k=1)
+        bounds = self.sq[i, j]
+        order = np.argsort(bounds, kind='stable')
+        self._pairs = (i[order], j[order])
+        self._sorted_bounds = bounds[order]
+        self._next = 0  # the first pair not measured, in bound order
+        self.cutoff = float(self._sorted_bounds[0]) if len(order) else np.inf
+
+    def ensure(self, value: float) -> None:
+        """Measures every pair whose bound is below value (then cutoff >= value)."""
+        if value <= self.cutoff:
+            return
+        with self._lock:
+            stop = int(np.searchsorted(self._sorted_bounds, value, side='left'))
+            self._measure(stop)
+
+    def ensure_smallest(self, k: int) -> None:
+        """Measures pairs until the k smallest values of sq are measured ones (below cutoff)."""
+        with self._lock:
+            while self._next < len(self._sorted_bounds):
+                i, j = self._pairs[0][:self._next], self._pairs[1][:self._next]
+                if np.count_nonzero(self.sq[i, j] < self.cutoff) >= k:
+                    return
+                self._measure(min(max(2 * self._next, self._next + k), len(self._sorted_bounds)))
+
+    def _measure(self, stop: int) -> None:
+        i_all, j_all = self._pairs
+        for start in range(self._next, stop, _MEASURE_BATCH):
+            end = min(start + _MEASURE_BATCH, stop)
+            i, j = i_all[start:end], j_all[start:end]
+            d2 = sq_norms(self.x[i] - self.x[j])
+            self.sq[i, j] = d2
+            self.sq[j, i] = d2
+        self._next = max(self._next, stop)
+        self.cutoff = (float(self._sorted_bounds[self._next]) if self._next < len(self._sorted_bounds)
+                       else np.inf)
+
+
+def pooled_centered(x: np.ndarray, center: np.ndarray, image_shape, f: int):
+    """memorization.pooled of the centered images x - center (one chunk at a time, no full copy)."""
+    h, w = image_shape
+    out = np.empty((len(x), (h // f) * (w // f)), np.float32)
+    total = np.empty(len(x))
+
+    def chunk(bounds):
+        start, stop = bounds
+        c = x[start:stop] - center
+        total[start:stop] = sq_norms(c)
+        out[start:stop] = _block_sums(c, h, w, f)
+
+    thread_map(chunk, chunks(len(x), 64))
+    out /= np.float32(f)
+    return out, _residual(out, total), total
+
+
+def _min_within(table: PairTable, rows) -> float:
+    """The smallest value of table.sq over pairs of rows, measured: the true smallest squared
+    distance (approximate) among them."""
+    i, j = np.triu_indices(len(rows), k=1)
+    while True:
+        m = float(table.sq[np.ix_(rows, rows)][i, j].min())
+        if m < table.cutoff:
+            return m
+        table.ensure(np.nextafter(m, np.inf))
 
 
 def resampled_share(real: PairTable, generated: PairTable, real_rows, gen_rows) -> float:
@@ -60,10 +153,12 @@ def resampled_share(real: PairTable, generated: PairTable, real_rows, gen_rows) 
     closer than the closest pair of the real subset, from the approximate distances.
 
     real_rows, gen_rows: distinct indices into each table (at least 2). Cheap:
-    no pixel is read. For resampling, not for reporting (no exact re-measure).
+    no pixel is read but those of the few pairs near the threshold. For
+    resampling, not for reporting (no exact re-measure). Safe to call from
+    several threads at once.
     """
-    i, j = np.triu_indices(len(real_rows), k=1)
-    threshold = real.sq[np.ix_(real_rows, real_rows)][i, j].min()
+    threshold = _min_within(real, real_rows)
+    generated.ensure(threshold)
     i, j = np.triu_indices(len(gen_rows), k=1)
     return float(np.mean(generated.sq[np.ix_(gen_rows, gen_rows)][i, j] < threshold))
 
@@ -85,6 +180,7 @@ def closest_pair_distance(real, n_images: int | None = 1000, seed: int = 0,
             raise ValueError('need at least 2 real images')
         table = PairTable(real, n, seed, stream=0)
     i, j = np.triu_indices(len(table.rows), k=1)
+    table.ensure_smallest(_CANDIDATES)
     d2 = table.sq[i, j]
     cand = np.argpartition(d2, min(_CANDIDATES, len(d2)) - 1)[:_CANDIDATES]
     return float(_exact(table.x, i[cand], j[cand]).min())
@@ -123,8 +219,10 @@ def duplicate_share(real, generated, n_images: int | None = 1000, seed: int = 0,
         raise ValueError(f'table holds {len(table.rows)} images, expected {n}')
     rows, x = table.rows, table.x
     i, j = np.triu_indices(n, k=1)
-    d2 = table.sq[i, j]
     t2 = threshold ** 2
+    table.ensure(t2 * (1 + 2 * _BAND))
+    table.ensure_smallest(k_pairs)
+    d2 = table.sq[i, j]
     close = d2 < t2
     if t2 > 0:
         band = np.flatnonzero(np.abs(d2 - t2) <= _BAND * t2)

@@ -112,25 +112,29 @@ def _forward(weights, x):
 
 
 def random_features(images, network: FeatureNetwork | None = None,
-                    batch_size: int = 256) -> np.ndarray:
+                    batch_size: int = 256, index=None) -> np.ndarray:
     """Random-network features of each image.
 
     images: [N, R, R(, 1)] float32 in [-1, 1] (or uint8). network: from
     feature_network (the default network for R if None). Images go through in
     batches of batch_size, the last one padded, so each R compiles once.
-    Returns [N, network.feature_dim] float32; means and standard deviations
-    of leaky-ReLU responses, of order 0.1 to 1 for images in [-1, 1].
+    index: the rows of images to take (all if None), gathered a batch at a
+    time rather than copied whole.
+    Returns [N, network.feature_dim] float32 (N = len(index) if given);
+    means and standard deviations of leaky-ReLU responses, of order 0.1 to 1
+    for images in [-1, 1].
     """
     x = as_float_images(images)
+    rows = np.arange(len(x)) if index is None else np.asarray(index)
     if x.shape[1] != x.shape[2]:
         raise ValueError(f'expected square images, got {x.shape[1]}x{x.shape[2]}')
     network = network or feature_network(x.shape[1])
     if x.shape[1] != network.resolution:
         raise ValueError(f'network is for {network.resolution} px images, got {x.shape[1]}')
     weights = tuple(jnp.asarray(w) for w in network.weights)
-    out = np.empty((len(x), network.feature_dim), np.float32)
-    for start, stop in chunks(len(x), batch_size):
-        batch = x[start:stop]
+    out = np.empty((len(rows), network.feature_dim), np.float32)
+    for start, stop in chunks(len(rows), batch_size):
+        batch = x[start:stop] if index is None else x[rows[start:stop]]
         if len(batch) < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - len(batch),) + x.shape[1:],
                                                     np.float32)])

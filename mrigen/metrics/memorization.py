@@ -8,11 +8,10 @@ well below the training set's own.
 
 import numpy as np
 
-from mrigen.metrics._util import chunks, flat, save_grid_png, subsample
-from mrigen.metrics.pca import row_stats
+from mrigen.metrics._util import chunks, flat, save_grid_png, subsample, thread_map
+from mrigen.metrics.pca import sq_norms
 
 _CHUNK_QUERIES = 256
-_CHUNK_EXACT = 32
 
 
 def nearest_neighbours(queries: np.ndarray, reference: np.ndarray, query_rows=None,
@@ -31,12 +30,12 @@ def nearest_neighbours(queries: np.ndarray, reference: np.ndarray, query_rows=No
     rows = np.arange(len(queries)) if query_rows is None else np.asarray(query_rows)
     if len(reference) < 1 + (exclude is not None):
         raise ValueError('reference set too small')
-    ref_sq = row_stats(reference, np.zeros(reference.shape[1]))[0]
+    ref_sq = sq_norms(reference)
     candidates = min(candidates, len(reference) - (exclude is not None))
     dist, index = np.empty(len(rows)), np.empty(len(rows), np.int64)
     for start, stop in chunks(len(rows), _CHUNK_QUERIES):
         q = queries[rows[start:stop]]
-        q_sq = row_stats(q, np.zeros(q.shape[1]))[0]
+        q_sq = sq_norms(q)
         d2 = q_sq[:, None] + ref_sq[None, :] - 2 * (q @ reference.T).astype(np.float64)
         if exclude is not None:
             d2[np.arange(len(q)), np.asarray(exclude)[start:stop]] = np.inf
@@ -49,12 +48,18 @@ def nearest_neighbours(queries: np.ndarray, reference: np.ndarray, query_rows=No
 
 
 def _exact_distances(q: np.ndarray, reference: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """[len(q), K] float64 distances of q's rows to their K candidate references, in float64."""
+    """[len(q), K] float64 distances of q's rows to their K candidate references, in float64.
+
+    Differences in float64 (exact for float32 inputs), a query's K rows at a
+    time, each squared norm a float64 dot product.
+    """
     out = np.empty(cand.shape)
-    step = max(1, _CHUNK_EXACT // max(cand.shape[1], 1))  # cache-sized blocks: 8 queries x 4
-    for start, stop in chunks(len(q), step):
-        diff = np.subtract(reference[cand[start:stop]], q[start:stop, None], dtype=np.float64)
-        out[start:stop] = np.sqrt(np.einsum('ijk,ijk->ij', diff, diff))
+    if cand.shape[1] == 0:
+        return out
+    buf = np.empty((cand.shape[1], q.shape[1]))
+    for i in range(len(q)):
+        np.subtract(reference[cand[i]], q[i], out=buf, dtype=np.float64)
+        out[i] = np.sqrt(np.einsum('ij,ij->i', buf, buf))
     return out
 
 
@@ -83,68 +88,134 @@ def pooled(x: np.ndarray, image_shape, f: int):
     means) has norm sqrt(||x||^2 - ||p||^2). Since the residual of a - b is
     at least | ||res(a)|| - ||res(b)|| | long,
     ||a - b||^2 >= ||p(a) - p(b)||^2 + (||res(a)|| - ||res(b)||)^2.
+    Chunks of images go on all cores (thread_map).
     """
     h, w = image_shape
     out = np.empty((len(x), (h // f) * (w // f)), np.float32)
-    for start, stop in chunks(len(x), _CHUNK_QUERIES):
-        rows = x[start:stop].reshape(-1, f, w).sum(axis=1)  # f image rows at a time, float32
-        out[start:stop] = rows.reshape(stop - start, h // f, w // f, f).sum(axis=3).reshape(
-            stop - start, -1)
-    out /= np.float32(f)  # f * mean of f * f values
-    total = row_stats(x, np.zeros(x.shape[1]))[0]
-    residual = np.sqrt(np.maximum(total - row_stats(out, np.zeros(out.shape[1]))[0], 0.0))
-    return out, residual, total
+
+    def chunk(bounds):
+        start, stop = bounds
+        out[start:stop] = _block_sums(x[start:stop], h, w, f)
+        out[start:stop] /= np.float32(f)  # f * mean of f * f values
+        return sq_norms(x[start:stop])
+
+    total = np.concatenate(thread_map(chunk, chunks(len(x), _CHUNK_QUERIES)) or [np.empty(0)])
+    return out, _residual(out, total), total
+
+
+def _block_sums(x: np.ndarray, h: int, w: int, f: int) -> np.ndarray:
+    """[c, (h / f) (w / f)] float32 sums over f x f blocks of flat images x [c, h w], f >= 2."""
+    c = len(x)
+    b = x.reshape(c, h // f, f, w)
+    rows = b[:, :, 0] + b[:, :, 1]
+    for i in range(2, f):
+        rows += b[:, :, i]
+    r = rows.reshape(c, h // f, w // f, f)
+    out = r[..., 0] + r[..., 1]
+    for i in range(2, f):
+        out += r[..., i]
+    return out.reshape(c, -1)
+
+
+def _residual(p: np.ndarray, total: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(total - sq_norms(p), 0.0))
+
+
+def coarser(pooled_images, image_shape, f: int):
+    """pooled(x, image_shape, 2 f) from pooled(x, image_shape, f) (its 2 x 2 block sums / 2),
+    with no pass over the images: the first, coarse bound of the pruned search."""
+    p, _, total = pooled_images
+    out = _block_sums(p, image_shape[0] // f, image_shape[1] // f, 2)
+    out /= np.float32(2)
+    return out, _residual(out, total), total
+
+
+def _can_coarsen(image_shape, f: int) -> bool:
+    return f > 1 and image_shape[0] % (2 * f) == 0 and image_shape[1] % (2 * f) == 0
+
+
+def _bound(q, ref, ref_sq) -> np.ndarray:
+    """[len(q), R] float64 lower bounds of the squared distances, less the rounding slack,
+    from pooled forms (pooled()'s triples) and the references' squared pooled norms."""
+    q_p, q_res, _ = q
+    ref_p, ref_res, _ = ref
+    q_sq = sq_norms(q_p)
+    bound = (q_p @ ref_p.T).astype(np.float64)
+    bound *= -2
+    bound += (1 - _BOUND_SLACK) * (q_sq[:, None] + ref_sq[None, :])
+    bound += (q_res[:, None] - ref_res[None, :]) ** 2
+    return bound
 
 
 def nearest_neighbours_pruned(queries: np.ndarray, reference: np.ndarray, image_shape,
-                              query_rows=None, exclude=None, reference_pooled=None):
+                              query_rows=None, exclude=None, reference_pooled=None,
+                              reference_coarse=None):
     """nearest_neighbours for images of image_shape, exact, most distances never measured in full.
 
     queries [Q, D], reference [R, D] float32 flat images of shape (H, W).
-    Every distance gets a lower bound from pooled images (pooled(), 1/16 of
-    the pixels at 256 px). The 4 best-bounded references are measured
-    exactly; every other reference whose bound, less a rounding slack, is
-    below the best exact distance is measured in float32 products, and
-    exactly when that leaves it a chance. The result is the exact nearest
-    neighbour a full search finds (tests compare with brute force), at
-    about a fifth of the cost at 256 px: most bounds rule a reference out.
-    reference_pooled: pooled(reference, image_shape, pool_factor(image_shape)),
-    to share between query sets (computed here if None).
+    Every distance gets a lower bound from pooled images: first from blocks
+    of 2f x 2f pixels (coarser(); 32 x 32 values at 256 px), then, for the
+    references that bound leaves in, from blocks of f x f (pooled(), f =
+    pool_factor: 1/16 of the pixels at 256 px). The 4 best-bounded
+    references are measured exactly; every other reference whose bounds,
+    less a rounding slack, are below the best exact distance is measured in
+    float32 products, and exactly when that leaves it a chance. The result
+    is the exact nearest neighbour a full search finds (tests compare with
+    brute force), at a small part of its cost: most bounds rule a
+    reference out. reference_pooled: pooled(reference, image_shape, f),
+    reference_coarse: coarser(reference_pooled, image_shape, f), to share
+    between query sets (computed here if None). Chunks of 256 queries go on
+    all cores (thread_map).
     Returns (distance [q] float64, index [q] int64 into reference).
     """
     f = pool_factor(image_shape)
     rows = np.arange(len(queries)) if query_rows is None else np.asarray(query_rows)
     if len(reference) < 1 + (exclude is not None):
         raise ValueError('reference set too small')
-    ref_p, ref_res, ref_full = pooled(reference, image_shape, f)
-    ref_sq = row_stats(ref_p, np.zeros(ref_p.shape[1]))[0]
+    ref = pooled(reference, image_shape, f) if reference_pooled is None else reference_pooled
+    two_levels = _can_coarsen(image_shape, f)
+    if two_levels and reference_coarse is None:
+        reference_coarse = coarser(ref, image_shape, f)
+    ref_sq = sq_norms(ref[0])
+    first = reference_coarse if two_levels else ref
+    first_sq = sq_norms(first[0]) if two_levels else ref_sq
+    ref_full = ref[2]
     k = min(_PRUNE_CANDIDATES, len(reference) - (exclude is not None))
-    dist, index = np.empty(len(rows)), np.empty(len(rows), np.int64)
-    for start, stop in chunks(len(rows), _CHUNK_QUERIES):
+    exclude = None if exclude is None else np.asarray(exclude)
+
+    def chunk(bounds):
+        start, stop = bounds
         q = queries[rows[start:stop]]
-        q_p, q_res, q_full = pooled(q, image_shape, f)
-        q_sq = row_stats(q_p, np.zeros(q_p.shape[1]))[0]
-        bound = q_sq[:, None] + ref_sq[None, :] - 2 * (q_p @ ref_p.T).astype(np.float64)
-        bound -= _BOUND_SLACK * (q_sq[:, None] + ref_sq[None, :])
-        bound += (q_res[:, None] - ref_res[None, :]) ** 2
+        q_pooled = pooled(q, image_shape, f)
+        bound = _bound(coarser(q_pooled, image_shape, f) if two_levels else q_pooled, first, first_sq)
+        ar = np.arange(len(q))
         if exclude is not None:
-            bound[np.arange(len(q)), np.asarray(exclude)[start:stop]] = np.inf
+            bound[ar, exclude[start:stop]] = np.inf
         cand = np.argpartition(bound, k - 1, axis=1)[:, :k]
         exact = _exact_distances(q, reference, cand)
         best = np.argmin(exact, axis=1)
-        d = exact[np.arange(len(q)), best]
-        i = cand[np.arange(len(q)), best]
-        bound[np.arange(len(q))[:, None], cand] = np.inf  # measured already
+        d = exact[ar, best]
+        i = cand[ar, best]
+        bound[ar[:, None], cand] = np.inf  # measured already
+        q_full = q_pooled[2]
         for j in np.flatnonzero((bound < (d * d)[:, None]).any(axis=1)):
             more = np.flatnonzero(bound[j] < d[j] * d[j])
+            if two_levels:  # the finer bound, for those the coarse one left
+                fine = _bound(tuple(v[j:j + 1] for v in q_pooled), tuple(v[more] for v in ref),
+                              ref_sq[more])[0]
+                more = more[fine < d[j] * d[j]]
             approx = q_full[j] + ref_full[more] - 2 * (reference[more] @ q[j]).astype(np.float64)
             more = more[approx - _BOUND_SLACK * (q_full[j] + ref_full[more]) < d[j] * d[j]]
             if len(more):
                 more_d = _exact_distances(q[j:j + 1], reference, more[None, :])[0]
                 if more_d.min() < d[j]:
                     d[j], i[j] = more_d.min(), more[np.argmin(more_d)]
-        dist[start:stop], index[start:stop] = d, i
-    return dist, index
+        return d, i
+
+    parts = thread_map(chunk, chunks(len(rows), _CHUNK_QUERIES))
+    if not parts:
+        return np.empty(0), np.empty(0, np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 class TrainingIndex:
@@ -159,12 +230,14 @@ class TrainingIndex:
         self.image_shape = tuple(np.shape(train)[1:3])
         f = pool_factor(self.image_shape)
         self.pooled = pooled(self.x, self.image_shape, f) if f > 1 else None
+        self.coarse = (coarser(self.pooled, self.image_shape, f)
+                       if f > 1 and _can_coarsen(self.image_shape, f) else None)
 
     def nearest(self, queries: np.ndarray, query_rows=None, exclude=None):
         if self.pooled is None:
             return nearest_neighbours(queries, self.x, query_rows, exclude)
         return nearest_neighbours_pruned(queries, self.x, self.image_shape, query_rows, exclude,
-                                         self.pooled)
+                                         self.pooled, self.coarse)
 
 
 def train_nn_distances(train, n_queries: int | None = 1000, seed: int = 0,

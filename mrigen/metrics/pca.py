@@ -12,7 +12,15 @@ import warnings
 import numpy as np
 from sklearn.decomposition import PCA
 
-from mrigen.metrics._util import atomic_write, chunks, flat
+from mrigen.metrics._util import (
+    atomic_write,
+    chunks,
+    flat,
+    matmul,
+    matmul_t,
+    one_blas_thread,
+    thread_map,
+)
 
 _CHUNK_ROWS = 256  # rows per float32 work buffer: 256 x 65536 x 4 B = 64 MB
 
@@ -80,14 +88,16 @@ def load_basis(path) -> PCABasis:
 
 
 def column_mean(x: np.ndarray) -> np.ndarray:
-    """Mean row of x [N, D] float32 as [D] float64: float32 sums of row chunks, added in float64."""
+    """Mean row of x [N, D] float32 as [D] float64: float32 sums of row chunks, added in float64
+    (in chunk order; the chunks summed on all cores)."""
     total = np.zeros(x.shape[1])
-    for start, stop in chunks(x.shape[0], _CHUNK_ROWS):
-        total += x[start:stop].sum(axis=0)
+    for part in thread_map(lambda c: x[c[0]:c[1]].sum(axis=0), chunks(x.shape[0], _CHUNK_ROWS)):
+        total += part
     return total / x.shape[0]
 
 
-def row_stats(x: np.ndarray, center: np.ndarray, directions: np.ndarray | None = None):
+def row_stats(x: np.ndarray, center: np.ndarray, directions: np.ndarray | None = None,
+              shift: np.ndarray | None = None):
     """Statistics of the rows of x - center, one chunk of rows at a time.
 
     x: [N, D] float32. center: [D]. directions: [K, D] or None.
@@ -96,23 +106,55 @@ def row_stats(x: np.ndarray, center: np.ndarray, directions: np.ndarray | None =
     products with the directions. The work is float32 (numpy's float64 passes
     over 3 GB cost twice as much); sums run over short blocks and the
     partial sums are added in float64, which keeps them to ~1e-7 relative.
+    shift: [D] or None; if given, also (sq_norm, mean) of the rows of
+    x - center - shift (a second center), from the same pass over x, as
+    two more values (the chunk is still in cache).
     """
     n, d = x.shape
     center = np.asarray(center, np.float32)
     sq_norm, mean = np.empty(n), np.empty(n)
     proj = None if directions is None else np.empty((n, directions.shape[0]))
     dirs_t = None if directions is None else np.ascontiguousarray(directions, np.float32).T
+    shift = None if shift is None else np.asarray(shift, np.float32)
+    sq_norm2, mean2 = (np.empty(n), np.empty(n)) if shift is not None else (None, None)
     block = _sum_block(d)
-    buf = np.empty((min(_CHUNK_ROWS, n), d), np.float32)
-    for start, stop in chunks(n, _CHUNK_ROWS):
-        b = buf[:stop - start]
-        np.subtract(x[start:stop], center, out=b)
+
+    def norms(b, start, stop, sq_out, mean_out):
         b3 = b.reshape(len(b), -1, block)
-        sq_norm[start:stop] = np.einsum('ijk,ijk->ij', b3, b3).sum(axis=1, dtype=np.float64)
-        mean[start:stop] = b.sum(axis=1).astype(np.float64) / d  # pairwise summation
+        sq_out[start:stop] = np.einsum('ijk,ijk->ij', b3, b3).sum(axis=1, dtype=np.float64)
+        mean_out[start:stop] = b.sum(axis=1).astype(np.float64) / d  # pairwise summation
+
+    def chunk(bounds):  # chunks on all cores, each written in place
+        start, stop = bounds
+        b = np.subtract(x[start:stop], center)
+        norms(b, start, stop, sq_norm, mean)
         if proj is not None:
             proj[start:stop] = b @ dirs_t
+        if shift is not None:
+            b -= shift
+            norms(b, start, stop, sq_norm2, mean2)
+
+    rows = _CHUNK_ROWS if shift is None else _CHUNK_ROWS // 8  # 8 MB chunks: reread from cache
+    thread_map(chunk, chunks(n, rows))
+    if shift is not None:
+        return sq_norm, mean, proj, sq_norm2, mean2
     return sq_norm, mean, proj
+
+
+def sq_norms(x: np.ndarray) -> np.ndarray:
+    """Squared L2 norm of each row of x [N, D] float32, [N] float64: row_stats(x, 0)[0]
+    (the same float32 partial sums added in float64) without its copy and mean."""
+    n, d = x.shape
+    block = _sum_block(d)
+    out = np.empty(n)
+
+    def chunk(bounds):
+        start, stop = bounds
+        b3 = x[start:stop].reshape(stop - start, -1, block)
+        out[start:stop] = np.einsum('ijk,ijk->ij', b3, b3).sum(axis=1, dtype=np.float64)
+
+    thread_map(chunk, chunks(n, _CHUNK_ROWS))
+    return out
 
 
 def _sum_block(d: int) -> int:
@@ -165,7 +207,9 @@ class Spectrum:
     all N of them (exact path), or the M Ritz values of the Krylov basis
     (iterative path), converged only as far as the count needs: each one at
     or above half the threshold lies on the same side of the threshold as a
-    true eigenvalue (within its residual norm); the largest ones to ~1e-6.
+    true eigenvalue (within its residual norm); each is a lower bound of its
+    eigenvalue, the largest ones within ~1e-3 of it (the basis stops growing
+    once the count is certain).
     n: number of images. certified: whether that convergence test passed.
     """
     sigma: float
@@ -177,8 +221,12 @@ class Spectrum:
         return int(np.count_nonzero(self.eigenvalues > fraction * self.sigma))
 
 
+MIN_RANDOM_START = 8  # random columns in the Krylov start, beside any given start vectors
+
+
 def covariance_spectrum(images, *, fraction: float = 0.01, exact_max_n: int = 256,
-                        block_size: int = 64, max_basis: int = 1024, seed: int = 0) -> Spectrum:
+                        block_size: int = 24, max_basis: int = 1024, seed: int = 0,
+                        start: np.ndarray | None = None) -> Spectrum:
     """sigma and the leading eigenvalues of the set's covariance, never forming N x N.
 
     images: [N, H, W(, 1)] in [-1, 1]. Y is the data with the set's mean image
@@ -194,25 +242,89 @@ def covariance_spectrum(images, *, fraction: float = 0.01, exact_max_n: int = 25
     (residual norm) than to the threshold: the count above the threshold is
     then exact, barring a random start orthogonal to an eigenvector. At most
     1 / fraction eigenvalues can exceed the threshold, so the basis stays
-    small: 2 blocks of 64 (4 passes over the data and 1 to start) on the
-    benchmark set of 11,328 MRI-like images.
+    small.
+
+    The first block holds start's columns, if given ([N, j] image-space
+    vectors, e.g. the images' coordinates along the training set's PCA
+    basis, pca.project, which lie close to the leading eigenvectors), and Y
+    times max(block_size - j, MIN_RANDOM_START) seeded random pixel-space
+    vectors, taken in the same pass over the data as sigma. The start only
+    decides how soon the test passes, never the count it certifies: on the
+    benchmark sets of 4,096 and 11,328 MRI-like images, 16 PCA coordinates
+    and 8 random vectors pass it after 2 blocks of 24 (4 more passes, 104
+    columns in all, where 64 random vectors needed 2 blocks of 64: 320).
     """
     x = flat(images)
     n, d = x.shape
     if n < 2 or d < 2:
         raise ValueError(f'need at least 2 images of at least 2 pixels, got {x.shape}')
     set_mean = column_mean(x)
-    sq_norm, row_mean, _ = row_stats(x, set_mean)
-    sigma = float(np.sum(sq_norm - d * row_mean ** 2) / (d - 1))
     if n <= exact_max_n:
+        sq_norm, row_mean, _ = row_stats(x, set_mean)
+        sigma = float(np.sum(sq_norm - d * row_mean ** 2) / (d - 1))
         return Spectrum(sigma, _exact_eigenvalues(x, set_mean), n, True)
+    given = np.zeros((n, 0)) if start is None else np.asarray(start, np.float64).reshape(n, -1)
+    n_random = min(max(block_size - given.shape[1], MIN_RANDOM_START), n - given.shape[1])
+    omega = _centered(np.random.default_rng(seed).standard_normal((d, n_random)))
+    sq_norm, row_mean, y_omega = row_stats(x, set_mean, omega.T)  # one pass: sigma and Y omega
+    sigma = float(np.sum(sq_norm - d * row_mean ** 2) / (d - 1))
     threshold = fraction * sigma
-    eig, certified = _leading_eigenvalues(x, threshold, np.random.default_rng(seed),
-                                          block_size, min(max_basis, n))
+    with one_blas_thread():  # the small dense algebra; the passes over x share out the cores
+        eig, certified = _leading_eigenvalues(x, threshold, np.hstack([given, y_omega]),
+                                              min(max_basis, n))
     if not certified:
         warnings.warn(f'delta not certified: eigenvalues near the threshold {threshold:.6g} '
                       f'did not converge within a basis of {max_basis}', RuntimeWarning)
     return Spectrum(sigma, eig, n, certified)
+
+
+def project_and_spectrum(images, basis: PCABasis, *, fraction: float = 0.01,
+                         exact_max_n: int = 256, block_size: int = 24, max_basis: int = 1024,
+                         seed: int = 0):
+    """project(images, basis) and covariance_spectrum(images, start=its coordinates, ...)
+    with one pass over the images fewer.
+
+    The pass that projects the images (centered on the basis mean) also
+    takes the Krylov start's random products and, the chunk still in
+    cache, the images centered on their own mean for sigma: the same sums
+    as the two functions make (to float32 rounding; the training set the
+    basis was fitted on, whose mean is the basis mean, gets the same
+    bits). Returns (coords [N, K], sq_norm [N], Spectrum).
+    """
+    x = flat(images)
+    n, d = x.shape
+    if x.shape[1] != basis.mean.shape[0]:
+        raise ValueError(f'images have {x.shape[1]} pixels, the basis {basis.mean.shape[0]}')
+    if n <= exact_max_n or n < 2 or d < 2:
+        coords, sq_norm = project(images, basis)
+        return coords, sq_norm, covariance_spectrum(
+            images, fraction=fraction, exact_max_n=exact_max_n, block_size=block_size,
+            max_basis=max_basis, seed=seed, start=coords)
+    k = basis.n_components
+    set_mean = column_mean(x)
+    center = np.asarray(basis.mean, np.float32)
+    # x - set mean as (x - basis mean) - shift, both in float32 as row_stats does.
+    shift = set_mean.astype(np.float32) - center
+    same_center = not np.any(shift)  # the basis's own training set: x - set mean is x - center
+    n_random = min(max(block_size - k, MIN_RANDOM_START), n - k)
+    omega = _centered(np.random.default_rng(seed).standard_normal((d, n_random)))
+    directions = np.vstack([basis.components, omega.T])
+    if same_center:
+        sq_norm, mean_set, proj = row_stats(x, basis.mean, directions)
+        sq_set = sq_norm
+    else:
+        sq_norm, _, proj, sq_set, mean_set = row_stats(x, basis.mean, directions, shift=shift)
+    coords = proj[:, :k]
+    sigma = float(np.sum(sq_set - d * mean_set ** 2) / (d - 1))
+    threshold = fraction * sigma
+    with one_blas_thread():
+        # The random part of the start is (x - basis mean) omega, which differs from
+        # (x - set mean) omega by one row for all images: the centering removes it.
+        eig, certified = _leading_eigenvalues(x, threshold, proj, min(max_basis, n))
+    if not certified:
+        warnings.warn(f'delta not certified: eigenvalues near the threshold {threshold:.6g} '
+                      f'did not converge within a basis of {max_basis}', RuntimeWarning)
+    return coords, sq_norm, Spectrum(sigma, eig, n, certified)
 
 
 def total_variation(images, **kwargs):
@@ -234,25 +346,25 @@ def _exact_eigenvalues(x: np.ndarray, set_mean: np.ndarray) -> np.ndarray:
     return s ** 2 / (x.shape[1] - 1)
 
 
-def _leading_eigenvalues(x, threshold, rng, block_size, max_basis):
+def _leading_eigenvalues(x, threshold, start, max_basis):
     """Ritz values (descending) of C = Y Y^T / (D - 1), Y = P_N x P_D, by block Krylov.
 
+    start: [N, k] the first block, before centering and orthonormalization.
     The centering projections are applied to the thin factors, so x is only
     ever read, never copied. Returns (ritz values, certified).
     """
     n, d = x.shape
 
     def cov_dot(q):  # [N, k] -> C q, [N, k]
-        z = (q.T.astype(np.float32) @ x).astype(np.float64)  # q is centered: P_N q = q
+        z = matmul_t(q.astype(np.float32), x).astype(np.float64)  # q is centered: P_N q = q
         z -= z.mean(axis=1, keepdims=True)
-        w = (x @ z.T.astype(np.float32)).astype(np.float64)
+        w = matmul(x, z.T.astype(np.float32)).astype(np.float64)
         return (w - w.mean(axis=0)) / (d - 1)
 
-    # Starting from Y times random pixel-space vectors (one pass) rather than
-    # random image-space vectors puts the start half a step into the Krylov
-    # space: it saves about one block of two passes.
-    omega = _centered(rng.standard_normal((d, min(block_size, n))))
-    block = _orthonormal(_centered((x @ omega.astype(np.float32)).astype(np.float64)))
+    # Starting from Y times random pixel-space vectors (one pass, shared with
+    # sigma's) rather than random image-space vectors puts the start half a
+    # step into the Krylov space: it saves about one block of two passes.
+    block = _orthonormal(_centered(start))
     q_all = np.zeros((n, 0))
     w_all = np.zeros((n, 0))
     h = np.zeros((0, 0))

@@ -162,30 +162,83 @@ def real_radii_from_table(real_real: np.ndarray, real_rows=None, k_pr: int = 3, 
     return part[:, k_pr - 1], part[:, k_dc - 1]
 
 
+_NEIGHBOURS = 64  # nearest points kept per point by NeighbourLists
+
+
+class NeighbourLists:
+    """Each point's nearest points in a squared distance block [N, N] (self at +inf), sorted:
+    the k-th nearest point within a subset of the points, without touching the block.
+
+    For a subset, a point's k-th nearest neighbour among the subset is the
+    k-th of its sorted list that belongs to the subset: with the 64 nearest
+    kept and half the points chosen, the list runs short with probability
+    ~1e-12, and then that point's row is partitioned in full. The values
+    are the block's own entries, so they equal np.partition's exactly.
+    """
+
+    def __init__(self, block: np.ndarray, keep: int = _NEIGHBOURS):
+        self.block = block
+        keep = min(keep, len(block) - 1)
+        part = np.argpartition(block, keep - 1, axis=1)[:, :keep] if keep < len(block) else \
+            np.tile(np.arange(len(block)), (len(block), 1))
+        d = np.take_along_axis(block, part, axis=1)
+        order = np.argsort(d, axis=1, kind='stable')
+        self.index = np.take_along_axis(part, order, axis=1)
+        self.sq = np.take_along_axis(d, order, axis=1)
+
+    def kth(self, rows, ks) -> list:
+        """[len(rows)] float32 squared distance from each chosen point to its k-th nearest other
+        chosen point, for each k of ks (rows: distinct indices, or None for all points)."""
+        n = len(self.block)
+        if rows is None:
+            rows = np.arange(n)
+        member = np.zeros(n, bool)
+        member[rows] = True
+        inside = member[self.index[rows]]  # [len(rows), keep]
+        seen = np.cumsum(inside, axis=1)
+        out = []
+        for k in ks:
+            if k > len(rows) - 1:
+                raise ValueError(f'need more than k = {k} points, got {len(rows)}')
+            pos = np.argmax(seen >= k, axis=1)
+            value = self.sq[rows, pos]
+            short = np.flatnonzero(seen[:, -1] < k)
+            for i in short:  # the list ran out: the whole row among the chosen points
+                row = self.block[rows[i], rows]
+                value[i] = np.partition(row, k - 1)[k - 1]
+            out.append(value)
+        return out
+
+
 def prdc_from_table(real_real: np.ndarray, gen_gen: np.ndarray, gen_real: np.ndarray,
                     real_rows=None, gen_rows=None, k_pr: int = 3, k_dc: int = 5,
-                    real_radii=None) -> dict:
+                    real_radii=None, gen_radius=None) -> dict:
     """prdc of a subset of the real and generated points, from squared_distance_table's blocks.
 
     real_real [N, N], gen_gen [M, M], gen_real [M, N]: one set's blocks.
     real_rows, gen_rows: distinct row indices (all rows if None); each
     point's neighbours are taken within its own subset. real_radii:
     real_radii_from_table(real_real, real_rows, k_pr, k_dc), to share between
-    sets (computed here if None). Returns prdc's dict.
+    sets (computed here if None). gen_radius: each chosen generated point's
+    squared k_pr-th neighbour distance among the chosen ones (from
+    gen_gen if None; NeighbourLists(gen_gen).kth gives it). Returns prdc's dict.
     """
     if real_radii is None:
         real_radii = real_radii_from_table(real_real, real_rows, k_pr, k_dc)
     r_pr, r_dc = real_radii
-    gg = gen_gen if gen_rows is None else gen_gen[np.ix_(gen_rows, gen_rows)]
-    if len(gg) <= k_pr:
-        raise ValueError(f'need more than k = {k_pr} generated points, got {len(gg)}')
-    gen_pr = np.partition(gg, k_pr - 1, axis=1)[:, k_pr - 1]
-    d2 = gen_real
-    if gen_rows is not None:
-        d2 = d2[gen_rows]
-    if real_rows is not None:
-        d2 = d2[:, real_rows]
+    n_gen = len(gen_gen) if gen_rows is None else len(gen_rows)
+    if n_gen <= k_pr:
+        raise ValueError(f'need more than k = {k_pr} generated points, got {n_gen}')
+    if gen_radius is None:
+        gg = gen_gen if gen_rows is None else gen_gen[np.ix_(gen_rows, gen_rows)]
+        gen_radius = np.partition(gg, k_pr - 1, axis=1)[:, k_pr - 1]
+    gen_pr = gen_radius
+    if gen_rows is None and real_rows is None:
+        d2 = gen_real
+    else:
+        d2 = gen_real[np.ix_(np.arange(len(gen_real)) if gen_rows is None else gen_rows,
+                             np.arange(gen_real.shape[1]) if real_rows is None else real_rows)]
     return {'precision': float((d2 <= r_pr).any(axis=1).mean()),
             'recall': float((d2 <= gen_pr[:, None]).any(axis=0).mean()),
-            'density': float((d2 <= r_dc).sum() / (k_dc * len(gg))),
+            'density': float((d2 <= r_dc).sum() / (k_dc * n_gen)),
             'coverage': float(np.mean(d2.min(axis=0) <= r_dc)), 'k_pr': k_pr, 'k_dc': k_dc}

@@ -24,16 +24,21 @@ distances and PCA-FD keep growing.
 """
 
 import functools
-import os
 
 import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from mrigen.metrics._util import as_float_images, atomic_write, chunks, subsample
+from mrigen.metrics._util import (
+    as_float_images,
+    atomic_write,
+    chunks,
+    subsample,
+    thread_map,
+)
 
 LOG_FLOOR = 1e-12  # power floor before log10; 8-bit quantization alone gives ~5e-6
-_CHUNK_IMAGES = 128
+_CHUNK_IMAGES = 32
 
 
 @functools.cache
@@ -67,30 +72,42 @@ def ring_frequencies(resolution: int) -> np.ndarray:
     return np.arange(1, n_rings + 1) / resolution
 
 
-def radial_profiles(images, workers: int | None = None) -> np.ndarray:
+def radial_profiles(images, workers: int | None = None, index=None) -> np.ndarray:
     """Log10 radially averaged power spectrum of each mean-removed image.
 
     images: [N, R, R(, 1)] float32 in [-1, 1] (or uint8). Power is
     |FFT|^2 / R^2, so white noise of standard deviation s gives 2 log10(s) in
-    every ring. workers: FFT threads (all cores if None).
+    every ring. workers: FFT threads per chunk of 32 images, the chunks one
+    after the other; if None, the chunks go on all cores (thread_map), one
+    FFT thread each. index: the rows of images to take (all if None),
+    gathered a chunk at a time.
     Returns [N, K] float64, ring k = 1 .. round(R / sqrt(2)) in column k - 1,
     values in log10 units (about -12 .. 2 for images in [-1, 1]).
     """
     x = as_float_images(images)
-    n, h, w = x.shape
+    rows = np.arange(len(x)) if index is None else np.asarray(index)
+    n, (h, w) = len(rows), x.shape[1:]
     # The mean is the DC term, which no ring holds; removing it first keeps
     # its large value out of the float32 rounding of the other bins.
     if h != w:
         raise ValueError(f'expected square images, got {h}x{w}')
     rings = _ring_matrix(h, w)
-    workers = workers or os.cpu_count() or 1
     out = np.empty((n, rings.shape[1]))
-    for start, stop in chunks(n, _CHUNK_IMAGES):
-        block = x[start:stop]
+
+    def chunk(bounds):
+        start, stop = bounds
+        block = x[start:stop] if index is None else x[rows[start:stop]]
         block = block - block.mean(axis=(1, 2), keepdims=True, dtype=np.float64).astype(np.float32)
-        f = scipy.fft.rfft2(block, workers=workers)
+        f = scipy.fft.rfft2(block, workers=workers or 1)
         power = (f.real ** 2 + f.imag ** 2).reshape(len(block), -1) / np.float32(h * w)
         out[start:stop] = np.log10(np.maximum(rings.T @ power.T, LOG_FLOOR)).T
+
+    parts = chunks(n, _CHUNK_IMAGES)
+    if workers is None:
+        thread_map(chunk, parts)
+    else:
+        for bounds in parts:
+            chunk(bounds)
     return out
 
 
