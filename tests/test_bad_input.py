@@ -4,7 +4,10 @@ Each case of the corpus builds a folder holding what a user could lose (a
 copy of a trained run, the data, an output folder), runs main.py on it, and
 checks the message and that not one file in the folder was created, changed
 or touched. tests/test_cli.py and tests/test_data.py hold the first cases;
-these extend them. The cases run a few at a time, each a fresh process.
+these extend them. Every case runs main.py's parse_flags and main in the test
+process (conftest.main_in_process: what they print, log and warn is checked);
+a few of them, one per kind of input, also run as a fresh `python main.py`
+process each, a few at a time, for the whole contract end to end.
 
 Inputs that are not errors (4-D volumes, RGB, 16-bit and transparent PNGs,
 odd sizes) are at the end, with what they become.
@@ -26,10 +29,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, smoke_config
-from mrigen import data, train
+from conftest import ROOT, folder_digest, main_in_process
+from mrigen import data
 from test_data import brain_volume, write_png
-from test_reliability import folder_digest
 
 RUN = "run"  # the trained run inside each case's folder
 
@@ -223,42 +225,82 @@ CASES = [
 # ---------------------------------------------------------------- running the corpus
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, shared_cache_dir):
-    workdir = str(tmp_path_factory.mktemp("trained") / RUN)
-    train.train(smoke_config(data__cache_dir=shared_cache_dir), workdir)
-    return workdir
+# One case per kind of input (data, config, checkpoint, --mode=sample, --mode=evaluate) also runs as a
+# process of its own: nothing but a fresh `python main.py` shows what reaches a user's terminal.
+IN_A_PROCESS = ("truncated_nii_gz", "unknown_loss", "corrupt_checkpoint", "sample_without_a_checkpoint",
+                "eval_images_missing")
 
 
-def run_case(case, root, trained_run, cache_dir):
+class _Captured(logging.Handler):
+    """Every log record, formatted as a user's terminal would show it (tracebacks included)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+def prepare_case(case, root, trained_run):
     os.makedirs(root)
     if case.trained_run:
         shutil.copytree(trained_run, os.path.join(root, RUN))
-    args = case.setup(root)
+    return case.setup(root)
+
+
+def main_arguments(case, root, cache_dir, args):
+    return [f"--config={case.config}", f"--workdir={os.path.join(root, RUN)}", f"--config.data.cache_dir={cache_dir}",
+            *args]
+
+
+def run_case_in_a_process(case, root, trained_run, cache_dir):
+    args = prepare_case(case, root, trained_run)
     before = folder_digest(root)
-    command = [sys.executable, os.path.join(ROOT, "main.py"), f"--config={case.config}",
-               f"--workdir={os.path.join(root, RUN)}", f"--config.data.cache_dir={cache_dir}", *args]
+    command = [sys.executable, os.path.join(ROOT, "main.py"), *main_arguments(case, root, cache_dir, args)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     return result, before, folder_digest(root)
 
 
+def run_case_in_this_process(case, root, trained_run, cache_dir):
+    args = prepare_case(case, root, trained_run)
+    before = folder_digest(root)
+    captured = _Captured()
+    logging.root.addHandler(captured)
+    try:
+        result = main_in_process(*main_arguments(case, root, cache_dir, args))
+    finally:
+        logging.root.removeHandler(captured)
+    result.stderr += "".join(line + "\n" for line in captured.lines)
+    return result, before, folder_digest(root)
+
+
 @pytest.fixture(scope="module")
-def results(trained_run, tmp_path_factory, shared_cache_dir):
-    """main.py's result on every case, two at a time (one per core here)."""
+def results(smoke_run, tmp_path_factory, shared_cache_dir):
+    """main.py's result on every case in this process, and on those of IN_A_PROCESS in processes of their
+    own (two at a time, while the others run here): {(case name, in a process): (folder, result)}."""
     base = tmp_path_factory.mktemp("bad_input")
+    by_name = {case.name: case for case in CASES}
+    found = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {case.name: pool.submit(run_case, case, str(base / case.name), trained_run, shared_cache_dir)
-                   for case in CASES}
-        return {name: (str(base / name), future.result()) for name, future in futures.items()}
+        futures = {name: pool.submit(run_case_in_a_process, by_name[name], str(base / "process" / name), smoke_run,
+                                     shared_cache_dir)
+                   for name in IN_A_PROCESS}
+        for case in CASES:
+            root = str(base / "here" / case.name)
+            found[case.name, False] = root, run_case_in_this_process(case, root, smoke_run, shared_cache_dir)
+        for name, future in futures.items():
+            found[name, True] = str(base / "process" / name), future.result()
+    return found
 
 
 def test_the_corpus_is_large_enough():
     assert len(CASES) >= 20 and len({case.name for case in CASES}) == len(CASES)
+    assert set(IN_A_PROCESS) <= {case.name for case in CASES}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_bad_input_is_one_line_exit_2_and_nothing_changes(case, results):
-    root, (result, before, after) = results[case.name]
+def check_case(case, root, result, before, after):
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -266,6 +308,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_changes(case, results):
     for fragment in case.fragments:
         assert fragment.replace("{root}", root) in errors[0], errors[0]
     assert after == before, "main.py changed the case's folder"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_changes(case, results):
+    root, (result, before, after) = results[case.name, False]
+    check_case(case, root, result, before, after)
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case.name in IN_A_PROCESS], ids=lambda case: case.name)
+def test_bad_input_to_a_main_py_process_is_one_line_exit_2_and_nothing_changes(case, results):
+    root, (result, before, after) = results[case.name, True]
+    check_case(case, root, result, before, after)
 
 
 # ---------------------------------------------------------------- input that is converted, not refused

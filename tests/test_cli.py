@@ -1,4 +1,10 @@
-"""main.py as a user runs it: train, sample, interpolate, and one-line errors for bad input."""
+"""main.py as a user runs it: train, sample, interpolate, and one-line errors for bad input.
+
+Training, sampling and a few errors run `python main.py` as a process; the other
+cases run main.py's own parse_flags and main in the test process
+(conftest.main_in_process), which checks the same line, exit code and files
+without a new process's start-up.
+"""
 
 import logging
 import os
@@ -9,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, main_in_process
 from mrigen import cli, sampling
 
 SMOKE = "--config=configs/dcgan.py:smoke"
@@ -39,16 +45,31 @@ def assert_one_line_error(result, *fragments):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, shared_cache_dir):
-    workdir = str(tmp_path_factory.mktemp("cli") / "run")
-    result = main_py(SMOKE, f"--workdir={workdir}", f"--config.data.cache_dir={shared_cache_dir}")
+def workdir(smoke_run):
+    """The smoke run (configs/dcgan.py:smoke, 2 steps), trained as main.py trains it; read-only."""
+    return smoke_run
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, shared_cache_dir):
+    """`python main.py --config=<repo>/configs/dcgan.py:smoke` from an empty folder, without --workdir.
+    JAX probes platforms as on a user's machine (no JAX_PLATFORMS). Returns (folder, env, result)."""
+    cwd = tmp_path_factory.mktemp("default_run")
+    env = {name: value for name, value in os.environ.items() if name != "JAX_PLATFORMS"}
+    result = main_py(f"--config={ROOT}/configs/dcgan.py:smoke", f"--config.data.cache_dir={shared_cache_dir}",
+                     cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
+    return cwd, env, result
 
 
-def test_train_shows_progress_and_writes_a_checkpoint(workdir):
-    assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
-    assert os.path.getsize(os.path.join(workdir, "stats.jsonl")) > 0
+def test_train_shows_progress_and_writes_a_checkpoint(default_run):
+    cwd, _, trained = default_run
+    run = cwd / "workdirs" / "dcgan_smoke"
+    assert (run / "checkpoints" / "2").is_dir()
+    assert (run / "stats.jsonl").stat().st_size > 0
+    assert "compiling:" in trained.stderr  # the bar's label until the first step is done
+    summary = trained.stdout.splitlines()[-1]
+    assert summary.startswith("done: 16 images shown in ") and " img/s after" in summary, summary
 
 
 def test_sample_writes_png_files_and_refuses_to_overwrite(workdir, tmp_path):
@@ -63,17 +84,19 @@ def test_sample_writes_png_files_and_refuses_to_overwrite(workdir, tmp_path):
     assert first.shape == (32, 32) and first.dtype == np.uint8
     stamp = os.path.getmtime(os.path.join(out, names[0]))
     assert "Resuming from" not in result.stderr  # sampling only reads the checkpoint
-    again = main_py(SMOKE, f"--workdir={workdir}", "--mode=sample", "--num_samples=5", f"--out={out}")
+    again = main_in_process(SMOKE, f"--workdir={workdir}", "--mode=sample", "--num_samples=5", f"--out={out}")
     assert_one_line_error(again, "already holds images", "--overwrite")
     assert os.path.getmtime(os.path.join(out, names[0])) == stamp
 
 
-def test_interpolate_writes_a_grid_of_latent_walks(workdir, tmp_path):
-    result = main_py(SMOKE, f"--workdir={workdir}", "--mode=interpolate", f"--out={tmp_path}")
+def test_interpolate_writes_a_grid_of_latent_walks(workdir, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        result = main_in_process(SMOKE, f"--workdir={workdir}", "--mode=interpolate", f"--out={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"wrote {tmp_path}/interpolation_step2.png: 8 latent walks of 10 images, 32x32" in result.stdout
     grid = np.asarray(Image.open(tmp_path / "interpolation_step2.png"))
     assert grid.shape == (8 * 34 - 2, 10 * 34 - 2)  # 8 walks of 10 images of 32 px, 2 px apart
-    assert "Resuming from" not in result.stderr
+    assert "Loaded checkpoint 2" in caplog.text and "Resuming from" not in caplog.text
 
 
 def test_reading_a_checkpoint_says_loaded_not_resuming(workdir, caplog):
@@ -95,17 +118,14 @@ def test_the_default_workdir_is_named_after_the_config_file_and_variant(spec, ex
     assert cli.default_workdir(spec) == expected
 
 
-def test_without_workdir_every_mode_finds_the_same_default_run(tmp_path, shared_cache_dir):
+def test_without_workdir_every_mode_finds_the_same_default_run(default_run, shared_cache_dir):
     """Run from any folder: training makes workdirs/dcgan_smoke there and says so first; sampling and a
     second training (which resumes) find it. JAX probes platforms as on a user's machine (no
     JAX_PLATFORMS) and says nothing of the ones missing."""
+    tmp_path, env, trained = default_run
     config = f"--config={ROOT}/configs/dcgan.py:smoke"
     cache = f"--config.data.cache_dir={shared_cache_dir}"
-    env = {name: value for name, value in os.environ.items() if name != "JAX_PLATFORMS"}
-    trained = main_py(config, cache, cwd=tmp_path, env=env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
     run = tmp_path / "workdirs" / "dcgan_smoke"
-    assert (run / "checkpoints" / "2").is_dir()
     sampled = main_py(config, "--mode=sample", "--num_samples=2", cwd=tmp_path, env=env)
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     assert sorted(os.listdir(run / "generated_step2")) == ["manifest.json", "sample_000000.png", "sample_000001.png"]
@@ -116,9 +136,7 @@ def test_without_workdir_every_mode_finds_the_same_default_run(tmp_path, shared_
         assert BACKEND_PROBE not in result.stderr and "libtpu" not in result.stderr, result.stderr[-3000:]
     assert "Resuming from" not in trained.stderr and "Resuming from" not in sampled.stderr
     assert "Resuming from" in resumed.stderr
-    assert "compiling:" in trained.stderr  # the bar's label until the first step is done
     summary = trained.stdout.splitlines()[-1]
-    assert summary.startswith("done: 16 images shown in ") and " img/s after" in summary, summary
     assert "samples in workdirs/dcgan_smoke/samples, checkpoints in workdirs/dcgan_smoke/checkpoints" in summary
     assert os.listdir(tmp_path) == ["workdirs"]
 
@@ -218,11 +236,20 @@ CONFIG_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("name", CONFIG_ERRORS)
-def test_a_bad_config_or_flag_is_one_line_that_names_it(name, tmp_path):
+# These also run as a process of their own: a config file that raises or does not parse, a flag absl
+# does not know. A named pipe runs in a process only: read, it would block, and a process can be timed out.
+CONFIG_ERRORS_IN_A_PROCESS = ("raises_on_import", "syntax_error", "unknown_flag", "not_a_regular_file")
+CONFIG_ERRORS_HERE = [name for name in CONFIG_ERRORS if name != "not_a_regular_file"]
+
+
+@pytest.mark.parametrize("name, in_a_process", [(name, False) for name in CONFIG_ERRORS_HERE]
+                         + [(name, True) for name in CONFIG_ERRORS_IN_A_PROCESS],
+                         ids=[*CONFIG_ERRORS_HERE, *(f"{name}-process" for name in CONFIG_ERRORS_IN_A_PROCESS)])
+def test_a_bad_config_or_flag_is_one_line_that_names_it(name, in_a_process, tmp_path):
     make_args, expected = CONFIG_ERRORS[name]
     root = str(tmp_path)
-    error = one_line_error(main_py(*make_args(root), f"--workdir={root}/run"))
+    run = main_py if in_a_process else main_in_process
+    error = one_line_error(run(*make_args(root), f"--workdir={root}/run"))
     if isinstance(expected, str):
         assert error == expected.replace("{root}", root)
     else:
@@ -241,14 +268,15 @@ def test_a_bad_config_or_flag_is_one_line_that_names_it(name, tmp_path):
     (["--config=configs/dcgan.py:huge"], ["unknown variant 'huge'"]),
 ])
 def test_bad_input_is_a_one_line_error_with_exit_code_2(tmp_path, args, fragments):
-    result = main_py(SMOKE, f"--workdir={tmp_path / 'run'}", *args)
+    result = main_in_process(SMOKE, f"--workdir={tmp_path / 'run'}", *args)
     assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_workdir_of_another_config_is_refused_and_left_untouched(workdir):
     with open(os.path.join(workdir, "config.json")) as f:
         before = f.read()
-    result = main_py(SMOKE, f"--workdir={workdir}", "--config.loss=wgan")
+    result = main_in_process(SMOKE, f"--workdir={workdir}", "--config.loss=wgan")
     assert_one_line_error(result, "holds a run with another config", "loss: 'dragan' -> 'wgan'", "new --workdir")
     with open(os.path.join(workdir, "config.json")) as f:
         assert f.read() == before
@@ -257,5 +285,14 @@ def test_a_workdir_of_another_config_is_refused_and_left_untouched(workdir):
 def test_a_workdir_that_is_a_file_is_refused(tmp_path):
     path = tmp_path / "file"
     path.write_text("keep me")
-    assert_one_line_error(main_py(SMOKE, f"--workdir={path}"), "exists and is not a folder")
+    assert_one_line_error(main_in_process(SMOKE, f"--workdir={path}"), "exists and is not a folder")
     assert path.read_text() == "keep me"
+
+
+def test_training_imports_no_evaluation_library():
+    """mrigen.metrics (scipy.stats, scikit-learn: ~1.5 s) loads when a run evaluates, not for every main.py."""
+    script = ("import sys; import mrigen.cli, mrigen.train, mrigen.dryrun; "
+              "print(sorted(m for m in ('mrigen.metrics', 'scipy.stats', 'sklearn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -36,6 +36,9 @@ def test_each_model_trains_with_each_loss(model, loss):
     metrics = jax.device_get(metrics)
     assert all(np.isfinite(v) for v in metrics.values()), metrics
     assert ("penalty" in metrics) == (loss in ("wgan_gp", "dragan", "r1"))
+    if loss == "wgan":  # the critic's weights stay clipped
+        leaves = jax.tree.leaves(jax.device_get(state["d"]["params"]))
+        assert max(float(np.abs(leaf).max()) for leaf in leaves) <= config.train.clip_value + 1e-7
     for name in ("g", "d"):
         # Adam's first moment is non-zero wherever a parameter received a gradient. (Comparing
         # weights is not enough: a clipped WGAN critic passes G gradients too small to move 1.0.)

@@ -76,17 +76,8 @@ def assert_same_step(a, b):
     assert int(a["step"]) == int(b["step"]) and int(a["images_seen"]) == int(b["images_seen"])
 
 
-@pytest.fixture(scope="module")
-def single_process_run(tmp_path_factory, shared_cache_dir):
-    """The reference: one process with the 4 devices of conftest, 2 steps."""
-    workdir = str(tmp_path_factory.mktemp("single") / "run")
-    result = main_py(SMOKE, f"--workdir={workdir}", f"--config.data.cache_dir={shared_cache_dir}",
-                     f"--config.train.epochs={2 * 8 / 137}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
-
-
-def test_two_processes_match_one_process_and_resume_as_a_pair(tmp_path, single_process_run, shared_cache_dir):
+def test_two_processes_match_one_process_and_resume_as_a_pair(tmp_path, smoke_run, shared_cache_dir):
+    """Against the reference of one process with the 4 devices of conftest: the smoke run, 2 steps."""
     workdir = str(tmp_path / "pair")
     args = (f"--config.data.cache_dir={shared_cache_dir}", f"--config.train.epochs={4 * 8 / 137}")
     for result in launch_pair(workdir, *args):
@@ -99,7 +90,7 @@ def test_two_processes_match_one_process_and_resume_as_a_pair(tmp_path, single_p
     # half an Adam step (learning rate 2e-4), where gradients left unaveraged would move weights a whole
     # step. Later steps cannot be compared: at init these tiny GANs amplify a 1e-7 difference to 1e-3 in
     # 4 steps (one process with 1 device vs 4 devices differs as much).
-    at_two, reference = final_state(workdir, config), final_state(single_process_run, config)
+    at_two, reference = final_state(workdir, config), final_state(smoke_run, config)
     assert_same_step(at_two, reference)
     assert int(at_two["step"]) == 2
     for x, y in zip(weights(at_two), weights(reference)):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -13,11 +14,9 @@ from test_cli import SMOKE, main_py
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, shared_cache_dir):
-    workdir = str(tmp_path_factory.mktemp("eval") / "run")
-    config = smoke_config(data__cache_dir=shared_cache_dir)
-    train.train(config, workdir)
-    return workdir, config
+def trained(smoke_run, shared_cache_dir):
+    """The smoke run (read-only) and its config."""
+    return smoke_run, smoke_config(data__cache_dir=shared_cache_dir)
 
 
 def test_split_halves_are_disjoint_and_fixed():
@@ -29,8 +28,9 @@ def test_split_halves_are_disjoint_and_fixed():
     np.testing.assert_array_equal(reference, again)
 
 
-def test_evaluate_mode_writes_table_3_and_pictures(trained, shared_cache_dir):
-    workdir, config = trained
+def test_evaluate_mode_writes_table_3_and_pictures(trained, shared_cache_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained[0], workdir)  # evaluating writes into the run
     result = main_py(SMOKE, f"--workdir={workdir}", "--mode=evaluate",
                      f"--config.data.cache_dir={shared_cache_dir}")
     assert result.returncode == 0, result.stderr[-3000:]

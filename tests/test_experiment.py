@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, main_in_process
 from mrigen import experiment, run_config, tensorboard, train
 from mrigen.errors import UserError
 from test_cli import assert_one_line_error, main_py
@@ -144,7 +144,7 @@ def test_dry_run_lists_the_runs_and_trains_nothing(tmp_path, shared_cache_dir):
 
 
 def test_an_experiment_config_needs_experiment_mode(tmp_path):
-    assert_one_line_error(main_py(f"--config={EXPERIMENT}:smoke", f"--workdir={tmp_path}"),
+    assert_one_line_error(main_in_process(f"--config={EXPERIMENT}:smoke", f"--workdir={tmp_path}"),
                           "--config: an experiment config works only with --mode=experiment")
 
 

@@ -115,7 +115,9 @@ def test_a_holdout_that_cannot_work_is_named(cases_folder, tmp_path, spec, messa
 
 
 def test_a_run_with_a_holdout_trains_without_it_and_evaluates_against_it(tmp_path, shared_cache_dir):
-    config = smoke_config(data__cache_dir=shared_cache_dir, data__holdout="0.3", train__epochs=16 / 96)
+    # One G update per step (the smoke config has 3): 96 training images make a step of its own to compile.
+    config = smoke_config(data__cache_dir=shared_cache_dir, data__holdout="0.3", train__epochs=16 / 96,
+                          train__update_ratio=1)
     workdir = str(tmp_path / "run")
     final = train.train(config, workdir)
     split = holdout.load(config.data)

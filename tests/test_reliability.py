@@ -2,11 +2,12 @@
 
 The kill tests run main.py as a user does, kill it, run the same command
 again until it finishes, and compare the final state with that of an
-uninterrupted run, bit for bit (CPU, fixed seed).
+uninterrupted run, bit for bit (CPU, fixed seed). The uninterrupted runs train
+first, in the test process: the killed processes then find their programs
+compiled, in JAX's persistent cache.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, smoke_config
+from conftest import ROOT, folder_digest, main_in_process, smoke_config
 from mrigen import checkpoint, losses, models, progress, run_config, state as state_lib, train
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
@@ -58,19 +59,6 @@ def logged_steps(workdir):
             return [int(m.group(1)) for m in re.finditer(r'^\{"step": (\d+),', f.read(), re.MULTILINE)]
     except FileNotFoundError:
         return []
-
-
-def folder_digest(root):
-    """A hash of every file's relative path, size, modification time and content under root."""
-    digest = hashlib.sha256()
-    for directory, subdirs, names in sorted(os.walk(root)):
-        subdirs.sort()
-        for name in sorted(names):
-            path = os.path.join(directory, name)
-            digest.update(f"{os.path.relpath(path, root)} {os.stat(path).st_mtime_ns}".encode())
-            with open(path, "rb") as f:
-                digest.update(f.read())
-    return digest.hexdigest()
 
 
 def restored_state(workdir):
@@ -113,13 +101,15 @@ def command(model, workdir, overrides):
 class Run:
     """main.py in a subprocess; stderr goes to a file (a pipe could fill up and block it)."""
 
-    def __init__(self, command, log_path):
+    def __init__(self, command, log_path, commit_delay=0.0):
+        """commit_delay: seconds each checkpoint waits, complete, before its folder is renamed (see SLOW_COMMIT)."""
         self.log_path = log_path
         self.resumes_from = None
         self.started = time.time()
+        env = dict(os.environ, MRIGEN_TEST_COMMIT_DELAY=str(commit_delay)) if commit_delay else None
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(with_default_signals(command), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                            stderr=log)
+                                            stderr=log, env=env)
 
     def wait(self):
         returncode = self.process.wait(timeout=300)
@@ -133,11 +123,25 @@ class Run:
 RESTORE_SIGNALS = "import signal; [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)]; "
 
 
+# With MRIGEN_TEST_COMMIT_DELAY, the child's Orbax waits that long before renaming a complete checkpoint
+# folder from its temporary name: a save is then under way long enough for the test to see it and kill
+# the child in it, however loaded the machine (polling a save of a few milliseconds could miss all eight).
+SLOW_COMMIT = ("import os\n"
+               "if float(os.environ.get('MRIGEN_TEST_COMMIT_DELAY', 0)):\n"
+               "    import asyncio\n"
+               "    from orbax.checkpoint._src.path import async_path\n"
+               "    _rename = async_path.rename\n"
+               "    async def _slow_rename(*args, **kwargs):\n"
+               "        await asyncio.sleep(float(os.environ['MRIGEN_TEST_COMMIT_DELAY']))\n"
+               "        return await _rename(*args, **kwargs)\n"
+               "    async_path.rename = _slow_rename\n")
+
+
 def with_default_signals(command):
     """`python script.py args` as a command that first sets SIGINT and SIGTERM to their defaults."""
     python, script, *args = command
     run_script = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-    return [python, "-c", RESTORE_SIGNALS + run_script, script, *args]
+    return [python, "-c", RESTORE_SIGNALS + "\n" + SLOW_COMMIT + run_script, script, *args]
 
 
 def has_written(run, workdir):
@@ -188,7 +192,7 @@ def run_with_interruptions(command, workdir, plan, tmp_path, seed):
     rng = random.Random(seed)
     outcomes = []
     for i, (moment, signum) in enumerate(plan + [(None, None)]):
-        run = Run(command, str(tmp_path / f"run{i}.log"))
+        run = Run(command, str(tmp_path / f"run{i}.log"), commit_delay=0.3 if moment == "during_save" else 0.0)
         run.resumes_from = max(finished_steps(workdir), default=0)
         if moment is None or not interrupt(run, workdir, moment, rng):
             returncode, stderr = run.wait()
@@ -220,29 +224,25 @@ def run_with_interruptions(command, workdir, plan, tmp_path, seed):
 
 OVERRIDES = {
     # 8 steps, a checkpoint after each; the final sample grid only.
-    "dcgan": ["--config.train.epochs=0.47", "--config.checkpoint_every_steps=1", "--config.sample_every_steps=100"],
+    "dcgan": {"train__epochs": 0.47, "checkpoint_every_steps": 1, "sample_every_steps": 100},
     # 3 stages (4 px, the fade-in to 8 px, 8 px) of 3 steps.
-    "progan": ["--config.data.resolution=8", "--config.checkpoint_every_steps=1", "--config.sample_every_steps=100"],
+    "progan": {"data__resolution": 8, "checkpoint_every_steps": 1, "sample_every_steps": 100},
 }
 STEPS = {"dcgan": 8, "progan": 9}
 
 
+def main_py_overrides(model, cache_dir):
+    return [f"--config.{key.replace('__', '.')}={value}" for key, value in OVERRIDES[model].items()] + [
+        f"--config.data.cache_dir={cache_dir}"]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, shared_cache_dir):
-    """Both models' uninterrupted runs, started together so they overlap the interrupted ones."""
+    """Both models' uninterrupted runs, trained here as main.py trains them; returns model -> workdir."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    runs = {model: Run(command(model, str(root / model), [*overrides, f"--config.data.cache_dir={shared_cache_dir}"]),
-                       str(root / f"{model}.log"))
-            for model, overrides in OVERRIDES.items()}
-
-    def finished(model):
-        returncode, stderr = runs[model].wait()
-        assert returncode == 0, stderr[-3000:]
-        return str(root / model)
-
-    yield finished
-    for run in runs.values():
-        run.process.wait(timeout=300)
+    for model in OVERRIDES:
+        train.train(smoke_config(model, data__cache_dir=shared_cache_dir, **OVERRIDES[model]), str(root / model))
+    return lambda model: str(root / model)
 
 
 def test_dcgan_killed_at_random_moments_ends_bit_for_bit_as_an_uninterrupted_run(
@@ -251,7 +251,7 @@ def test_dcgan_killed_at_random_moments_ends_bit_for_bit_as_an_uninterrupted_run
     plan = [("startup", signal.SIGKILL), ("during_save", signal.SIGKILL), ("after_steps", signal.SIGKILL),
             ("after_steps", signal.SIGTERM)]
     outcomes = run_with_interruptions(
-        command("dcgan", interrupted, [*OVERRIDES["dcgan"], f"--config.data.cache_dir={shared_cache_dir}"]),
+        command("dcgan", interrupted, main_py_overrides("dcgan", shared_cache_dir)),
         interrupted, plan, tmp_path, seed=0)
     assert [(moment, signum) for moment, signum, _ in outcomes] == plan
     whole = uninterrupted("dcgan")
@@ -270,7 +270,7 @@ def is_mid_fade_in(workdir):
 def test_progan_killed_mid_fade_in_ends_bit_for_bit_as_an_uninterrupted_run(
         uninterrupted, tmp_path, shared_cache_dir):
     interrupted = str(tmp_path / "interrupted")
-    progan = command("progan", interrupted, [*OVERRIDES["progan"], f"--config.data.cache_dir={shared_cache_dir}"])
+    progan = command("progan", interrupted, main_py_overrides("progan", shared_cache_dir))
     run = Run(progan, str(tmp_path / "first.log"))
     assert wait_for(run, lambda: has_written(run, interrupted) and is_mid_fade_in(interrupted))
     run.process.send_signal(signal.SIGKILL)
@@ -315,12 +315,10 @@ def test_a_second_signal_stops_at_once():
 
 
 @pytest.fixture(scope="module")
-def two_steps(tmp_path_factory, shared_cache_dir):
-    """A smoke run of 2 steps with its checkpoint at step 2."""
-    workdir = str(tmp_path_factory.mktemp("two_steps") / "run")
-    train.train(smoke_config(data__cache_dir=shared_cache_dir), workdir)
-    assert finished_steps(workdir) == [2]
-    return workdir
+def two_steps(smoke_run):
+    """A smoke run of 2 steps with its checkpoint at step 2 (read-only: copy it to change it)."""
+    assert finished_steps(smoke_run) == [2]
+    return smoke_run
 
 
 def test_half_written_checkpoints_are_never_taken_for_finished_ones(two_steps, tmp_path, shared_cache_dir):
@@ -357,22 +355,56 @@ def nan_gradient(x):
     return jnp.sqrt(0.0 * jnp.mean(x))
 
 
+def nan_d_loss(real, fake, t):
+    return losses.gan_d(real, fake, t) * jnp.nan
+
+
+def poison(monkeypatch, **replacement):
+    """losses.get gives DRAGAN with `replacement`'s terms, whatever loss is asked for."""
+    poisoned = dataclasses.replace(losses.get("dragan"), **replacement)
+    monkeypatch.setattr(losses, "get", lambda name: poisoned)
+
+
+# The NaN cases train ProGAN's smoke config at 4x4: one stage of 3 steps, the quickest step to compile
+# (each poison is a program of its own). What stops a diverged run does not depend on the model.
+NAN_RUN = {"data__resolution": 4, "checkpoint_every_steps": 1}
+NAN_RUN_FLAGS = ["--config=configs/progan.py:smoke", "--config.data.resolution=4", "--config.checkpoint_every_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def stopped_after_two_steps(tmp_path_factory, shared_cache_dir):
+    """That run, stopped right after its checkpoint of step 2 (read-only: copy it to change it)."""
+    workdir = str(tmp_path_factory.mktemp("stopped") / "run")
+    save = checkpoint.Checkpointer.save
+
+    def save_then_stop(self, step, state, meta, force=False):
+        save(self, step, state, meta, force)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint.Checkpointer, "save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train.train(smoke_config("progan", data__cache_dir=shared_cache_dir, **NAN_RUN), workdir)
+    assert finished_steps(workdir) == [1, 2] and logged_steps(workdir) == [1, 2]
+    return workdir
+
+
 @pytest.mark.parametrize("replacement, named, not_named", [
-    ({"d_loss": lambda real, fake, t: losses.gan_d(real, fake, t) * jnp.nan}, ["d_loss", "d_grad_norm"], []),
+    ({"d_loss": nan_d_loss}, ["d_loss", "d_grad_norm"], []),
     ({"d_loss": lambda real, fake, t: losses.gan_d(real, fake, t) + nan_gradient(real)},
      ["d_grad_norm", "d_param_norm"], ["d_loss"]),
     ({"g_loss": lambda fake, t: losses.gan_g(fake, t) + nan_gradient(fake)},
      ["g_grad_norm", "g_param_norm"], ["d_loss", "d_grad_norm", "d_param_norm"]),
 ], ids=["nan_loss", "nan_d_gradient_finite_loss", "nan_g_gradient_finite_loss"])
 def test_a_nan_stops_training_naming_step_and_quantity_and_keeps_the_checkpoint(
-        two_steps, tmp_path, shared_cache_dir, monkeypatch, replacement, named, not_named):
+        stopped_after_two_steps, tmp_path, shared_cache_dir, monkeypatch, replacement, named, not_named):
     workdir = str(tmp_path / "run")
-    shutil.copytree(two_steps, workdir)
+    shutil.copytree(stopped_after_two_steps, workdir)
     before = folder_digest(os.path.join(workdir, "checkpoints"))
-    poisoned = dataclasses.replace(losses.get("dragan"), **replacement)
-    monkeypatch.setattr(losses, "get", lambda name: poisoned)
+    poison(monkeypatch, **replacement)
     with pytest.raises(train.DivergedError) as error:
-        train.train(smoke_config(data__cache_dir=shared_cache_dir, train__epochs=4 * 8 / 137), workdir)
+        train.train(smoke_config("progan", data__cache_dir=shared_cache_dir, **NAN_RUN), workdir)
     message = str(error.value)
     assert message.startswith("training diverged at step 3: ") and "\n" not in message
     quantities = message.split(": ", 1)[1].split(" is not finite")[0].split(" are not finite")[0].split(", ")
@@ -383,15 +415,14 @@ def test_a_nan_stops_training_naming_step_and_quantity_and_keeps_the_checkpoint(
     assert logged_steps(workdir) == [1, 2]
 
 
-def test_divergence_exits_with_status_3_and_one_line(tmp_path, shared_cache_dir):
-    # Adam's first step moves every weight by about the learning rate: 1e30 overflows the norms.
+def test_divergence_exits_with_status_3_and_one_line(tmp_path, shared_cache_dir, monkeypatch):
+    """main.py (in this process) on a new workdir, with the nan_loss case's step above (compiled once)."""
+    poison(monkeypatch, d_loss=nan_d_loss)
     workdir = str(tmp_path / "run")
-    result = subprocess.run(command("dcgan", workdir, ["--config.train.learning_rate=1e30",
-                                                        f"--config.data.cache_dir={shared_cache_dir}"]),
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = main_in_process(*NAN_RUN_FLAGS, f"--workdir={workdir}", f"--config.data.cache_dir={shared_cache_dir}")
     assert result.returncode == 3, result.stderr[-3000:]
     line = one_error_line(result.stderr)
-    assert line.startswith("error: training diverged at step 1: ") and "param_norm" in line
+    assert line.startswith("error: training diverged at step 1: ") and "d_loss" in line and "d_grad_norm" in line
     assert "there is no checkpoint yet" in line
     assert finished_steps(workdir) == [] and not half_written(workdir)
 

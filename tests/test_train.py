@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import smoke_config
+from conftest import SMOKE_4_STEPS_EPOCHS, smoke_config
 from mrigen import data, images, losses, models, parallel, sampling, state as state_lib, train
 
 
@@ -69,17 +70,8 @@ def test_four_devices_give_the_same_steps_as_one(mni32):
     assert not tree_equal(fresh["d"]["params"], four["d"]["params"])
 
 
-def test_wgan_keeps_critic_weights_clipped(mni32):
-    config = smoke_config(loss="wgan")
-    final, history = run_steps(config, parallel.data_mesh(), mni32, 1)
-    leaves = jax.tree.leaves(final["d"]["params"])
-    assert max(float(np.abs(leaf).max()) for leaf in leaves) <= config.train.clip_value + 1e-7
-    assert "penalty" not in history[0]
-
-
-def test_state_carries_everything_needed_to_resume(mni32):
-    config = smoke_config()
-    final, _ = run_steps(config, parallel.data_mesh(), mni32, 1)
+def test_state_carries_everything_needed_to_resume(smoke_run_4_steps):
+    _, final = smoke_run_4_steps
     assert set(final) == {"g", "d", "g_opt", "d_opt", "step", "images_seen", "stage", "alpha", "rng"}
     assert "batch_stats" in final["g"] and "batch_stats" in final["d"]
 
@@ -100,12 +92,10 @@ def test_schedule_turns_epochs_into_steps():
 
 
 @pytest.fixture(scope="module")
-def trained_workdir(tmp_path_factory, shared_cache_dir):
-    """A smoke run of 4 steps, checkpointed every 2 steps."""
-    workdir = str(tmp_path_factory.mktemp("run") / "dcgan")
-    config = smoke_config(data__cache_dir=shared_cache_dir, train__epochs=4 * 8 / 137)
-    final = train.train(config, workdir)
-    return workdir, config, jax.device_get(final)
+def trained_workdir(smoke_run_4_steps, shared_cache_dir):
+    """A smoke run of 4 steps, checkpointed every 2 steps (read-only)."""
+    workdir, final = smoke_run_4_steps
+    return workdir, smoke_config(data__cache_dir=shared_cache_dir, train__epochs=SMOKE_4_STEPS_EPOCHS), final
 
 
 def test_training_writes_stats_samples_reals_config_and_checkpoints(trained_workdir):
@@ -128,12 +118,12 @@ def test_training_writes_stats_samples_reals_config_and_checkpoints(trained_work
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
 
 
-def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, trained_workdir, shared_cache_dir):
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, trained_workdir, smoke_run, shared_cache_dir):
     _, _, uninterrupted = trained_workdir
     workdir = str(tmp_path / "resumed")
-    half = smoke_config(data__cache_dir=shared_cache_dir, train__epochs=2 * 8 / 137)
-    assert int(train.train(half, workdir)["step"]) == 2
-    full = smoke_config(data__cache_dir=shared_cache_dir, train__epochs=4 * 8 / 137)
+    shutil.copytree(smoke_run, workdir)  # the smoke run: the same config, stopped after 2 steps
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+    full = smoke_config(data__cache_dir=shared_cache_dir, train__epochs=SMOKE_4_STEPS_EPOCHS)
     resumed = jax.device_get(train.train(full, workdir))
     assert int(resumed["step"]) == 4 and int(resumed["images_seen"]) == int(uninterrupted["images_seen"])
     assert tree_equal(resumed, uninterrupted)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import smoke_config
+from conftest import main_in_process, smoke_config
 from mrigen import data, dryrun, export, plots, sampling, tensorboard, train
 from test_cli import SMOKE, assert_one_line_error, main_py
 
@@ -66,7 +66,7 @@ def test_plots_mode_writes_them_on_demand(trained, tmp_path):
     result = main_py(SMOKE, f"--workdir={trained}", "--mode=plots", f"--out={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["loss_curves.png", "progress.gif", "progress.png"]
-    assert_one_line_error(main_py(SMOKE, f"--workdir={tmp_path / 'empty'}", "--mode=plots"),
+    assert_one_line_error(main_in_process(SMOKE, f"--workdir={tmp_path / 'empty'}", "--mode=plots"),
                           "stats.jsonl: not found")
 
 
@@ -90,7 +90,7 @@ def test_the_montage_spreads_its_frames_over_the_run(tmp_path):
 
 def test_dry_run_prints_config_data_and_parameters_and_writes_nothing(tmp_path, shared_cache_dir, trained):
     workdir = tmp_path / "run"
-    result = main_py(SMOKE, f"--workdir={workdir}", "--dry_run", f"--config.data.cache_dir={shared_cache_dir}")
+    result = main_in_process(SMOKE, f"--workdir={workdir}", "--dry_run", f"--config.data.cache_dir={shared_cache_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dryrun.parameter_counts(smoke_config())
     g_params = sampling.load_sampler(trained).g_vars["params"]
@@ -145,8 +145,8 @@ def test_nifti_stacks_slices_with_a_ras_affine(exported):
 
 def test_the_manifest_names_model_checkpoint_seed_and_count(trained, tmp_path):
     out = tmp_path / "nifti"
-    result = main_py(SMOKE, f"--workdir={trained}", "--mode=sample", "--format=nifti", "--num_samples=10",
-                     "--slices_per_volume=4", "--sample_seed=3", f"--out={out}")
+    result = main_in_process(SMOKE, f"--workdir={trained}", "--mode=sample", "--format=nifti", "--num_samples=10",
+                             "--slices_per_volume=4", "--sample_seed=3", f"--out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "manifest.json") as f:
         manifest = json.load(f)
@@ -155,7 +155,7 @@ def test_the_manifest_names_model_checkpoint_seed_and_count(trained, tmp_path):
                                                     "seed": 3, "count": 10, "resolution": 32, "format": "nifti"}
     assert manifest["files"] == [f"generated_{i:04d}.nii.gz" for i in range(3)]  # 4 + 4 + 2 slices
     assert [nib.load(out / f).shape[2] for f in manifest["files"]] == [4, 4, 2]
-    again = main_py(SMOKE, f"--workdir={trained}", "--mode=sample", "--format=nifti", f"--out={out}")
+    again = main_in_process(SMOKE, f"--workdir={trained}", "--mode=sample", "--format=nifti", f"--out={out}")
     assert_one_line_error(again, "already holds images", "--overwrite")
 
 
