@@ -14,6 +14,7 @@ from mrigen import config_base
 def get_config(variant=None):
     config = config_base.get_config(model="srresnet", loss="dragan")
     config.arch.latent_dim = 256  # Size of z, drawn from N(0, I) and scaled to unit length.
+    config.arch.residual_blocks = 16  # Residual blocks of the generator (the paper's 16).
     config.train.epochs = 60.0  # Passes over the training set.
     config.train.update_ratio = 2  # G updates after each D update, on the same z.
 
@@ -23,4 +24,5 @@ def get_config(variant=None):
         config.train.epochs = 20.0
     elif variant == "smoke":  # A couple of steps, for tests.
         config.train.epochs = 0.12
+        config.arch.residual_blocks = 2  # Each block is compiled anew; tests need the structure, not the depth.
     return config

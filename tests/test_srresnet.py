@@ -57,6 +57,22 @@ def test_config_variants_have_the_same_fields():
         config_variant("huge")
 
 
+def test_residual_blocks_sets_the_generators_depth_and_is_checked():
+    config = config_variant("smoke")
+    assert config.arch.residual_blocks == 2 and config_variant().arch.residual_blocks == 16
+    arch = models.build(config)
+    params = variable_shapes(arch.generator(arch.stages[0]), jnp.zeros((4, config.arch.latent_dim)))["params"]
+    assert sorted(name for name in params if name.startswith("res")) == ["res0", "res1"]
+    del config.arch.residual_blocks  # a run saved before the field existed: the paper's 16
+    params = variable_shapes(models.build(config).generator(arch.stages[0]), jnp.zeros((4, 16)))["params"]
+    assert len([name for name in params if name.startswith("res")]) == 16
+    for bad in (0, -3):
+        config = config_variant("smoke")
+        config.arch.residual_blocks = bad
+        with pytest.raises(Exception, match=f"arch.residual_blocks: {bad!r} must be a whole number of at least 1"):
+            models.build(config)
+
+
 def test_full_size_generator():
     arch = models.build(config_variant())
     shapes = variable_shapes(arch.generator(arch.stages[0]), jnp.zeros((4, 256)))

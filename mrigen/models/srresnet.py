@@ -15,10 +15,11 @@ layer pattern:
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mrigen.errors import UserError
 from mrigen.models import base
 
 FEATURES = 64  # Generator channels between the dense layer and the output conv.
-RESIDUAL_BLOCKS = 16  # Generator residual blocks.
+RESIDUAL_BLOCKS = 16  # Generator residual blocks (the paper's; arch.residual_blocks).
 UPSAMPLING_BLOCKS = 4  # Each doubles the side length with depth-to-space.
 DISCRIMINATOR_LAST_CHANNELS = 1024  # Channels of the deepest level, at 4x4.
 DISCRIMINATOR_FINAL_CHANNELS = 2048  # The stride-2 conv from 4x4 to 2x2.
@@ -92,6 +93,7 @@ class Generator(nn.Module):
     resolution: int
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
+    residual_blocks: int = RESIDUAL_BLOCKS
 
     @nn.compact
     def __call__(self, z, alpha=1.0, train: bool = True):
@@ -103,7 +105,7 @@ class Generator(nn.Module):
         x = x.reshape(z.shape[0], start, start, features)
         h = nn.relu(_batch_norm(train, self.dtype, "bn_in")(x))
         x = h
-        for i in range(RESIDUAL_BLOCKS):
+        for i in range(self.residual_blocks):
             x = GeneratorResidualBlock(features, self.dtype, name=f"res{i}")(x, train)
         x = nn.relu(_batch_norm(train, self.dtype, "bn_res")(x)) + h
         for i in range(UPSAMPLING_BLOCKS):
@@ -143,12 +145,15 @@ def build(config) -> base.Architecture:
                                   f"a multiple of {MIN_RESOLUTION} up to {base.MAX_RESOLUTION}")
     dtype = base.compute_dtype(config)
     width = config.arch.width
+    blocks = config.arch.get("residual_blocks", RESIDUAL_BLOCKS)  # runs saved before the field: the paper's
+    if not isinstance(blocks, int) or blocks < 1:
+        raise UserError(f"arch.residual_blocks: {blocks!r} must be a whole number of at least 1")
     return base.SingleStage(
         name="srresnet",
         resolution=resolution,
         latent_dim=config.arch.latent_dim,
         epochs=base.positive_epochs(config, "epochs"),
-        make_generator=lambda: Generator(resolution, width, dtype),
+        make_generator=lambda: Generator(resolution, width, dtype, blocks),
         make_discriminator=lambda: Discriminator(resolution, width, dtype),
         latent_fn=base.unit_gaussian_latent,
     )
