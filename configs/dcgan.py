@@ -2,7 +2,7 @@
 
 Run:
   python main.py --config=configs/dcgan.py                  # the paper's run, into workdirs/dcgan
-  python main.py --config=configs/dcgan.py:quick            # 64x64, ~10 min on 2 CPU cores, into workdirs/dcgan_quick
+  python main.py --config=configs/dcgan.py:quick            # 64x64, ~5 min on 2 CPU cores, into workdirs/dcgan_quick
   python main.py --config=configs/dcgan.py --config.data.path=/data/keras_png_slices_data
 Variants after the colon: `quick` (small, 64x64, CPU), `smoke` (tiny, tests).
 The fields every model shares, with their comments, are in mrigen/config_base.py.
@@ -22,7 +22,7 @@ def get_config(variant=None):
 
     if variant:
         config_base.shrink(config, variant, "configs/dcgan.py")
-    if variant == "quick":  # Recognizable slices in about 10 minutes on a 2-core CPU.
+    if variant == "quick":  # Recognizable slices in about 5 minutes on a 2-core CPU (README).
         config.train.epochs = 60.0
     elif variant == "smoke":  # A couple of steps, for tests.
         config.train.epochs = 0.12
