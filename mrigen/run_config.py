@@ -140,13 +140,20 @@ def nearest_existing(path: str) -> str:
     return path
 
 
+# Fields added to mrigen after runs were recorded without them, and the value such a run had
+# (the models read a missing one as this; tests check they agree).
+ADDED_FIELDS = {"arch.upsample": "transposed", "arch.residual_blocks": 16}
+
+
 def config_differences(previous, current) -> list[tuple[str, object, object]]:
     """(field, previous value, current value) for each field a resumed run may not change.
 
     A field the previous config lacks and the current one leaves off ("", 0,
     False) is no change: it was added to mrigen after that run started.
+    Fields of ADDED_FIELDS it lacks had the value recorded there.
     """
-    old, new = flatten(previous), flatten(json.loads(to_json(current)))
+    new = flatten(json.loads(to_json(current)))
+    old = {**{k: v for k, v in ADDED_FIELDS.items() if k in new}, **flatten(previous)}
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k) and (k in old or new.get(k))]
 

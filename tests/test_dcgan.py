@@ -157,3 +157,24 @@ def test_discriminator_at_32px_sees_what_a_batch_of_copies_shows():
     score = jax.jit(lambda x: d.apply(d_vars, x, 1.0, train=True, mutable=["batch_stats"])[0])
     assert abs(float(score(first)[0]) - float(score(second)[0])) > 1e-3
     assert "bias" in d_vars["params"]["Conv_4"] and "BatchNorm_3" not in d_vars["params"]
+
+
+def test_runs_recorded_before_the_model_fields_existed_resume_as_what_they_were():
+    from conftest import smoke_config
+    from mrigen import run_config
+    from mrigen.models import srresnet
+
+    assert run_config.ADDED_FIELDS == {"arch.upsample": dcgan.UPSAMPLE_MODES[0],
+                                       "arch.residual_blocks": srresnet.RESIDUAL_BLOCKS}
+    current = smoke_config()
+    previous = current.to_dict()
+    del previous["arch"]["upsample"]
+    assert run_config.config_differences(ml_collections.ConfigDict(previous), current) == []
+    current.arch.upsample = "resize"
+    assert run_config.config_differences(ml_collections.ConfigDict(previous), current) == [
+        ("arch.upsample", "transposed", "resize")]
+    current = smoke_config("srresnet")  # 2 blocks; a smoke run recorded before the field had 16
+    previous = current.to_dict()
+    del previous["arch"]["residual_blocks"]
+    assert run_config.config_differences(ml_collections.ConfigDict(previous), current) == [
+        ("arch.residual_blocks", 16, 2)]

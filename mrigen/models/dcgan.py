@@ -103,7 +103,7 @@ def build(config) -> base.Architecture:
                                   f"a multiple of {DOWNSCALE} up to {base.MAX_RESOLUTION}")
     dtype = base.compute_dtype(config)
     width = config.arch.width
-    upsample = config.arch.get("upsample", "transposed")
+    upsample = config.arch.get("upsample", UPSAMPLE_MODES[0])  # runs saved before the field: the paper's
     if upsample not in UPSAMPLE_MODES:
         raise UserError(f"arch.upsample: unknown mode {upsample!r}; choose one of {', '.join(UPSAMPLE_MODES)}")
     return base.SingleStage(
