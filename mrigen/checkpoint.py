@@ -46,21 +46,21 @@ class Checkpointer:
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
 
     def read_meta(self, step: int) -> dict:
+        _ignore_reads_into_closed_loop()
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         except Exception as e:
-            _ignore_reads_into_closed_loop()
             raise self._damaged(step, e) from None
         return dict(restored["meta"])
 
     def restore(self, step: int, target: Any) -> Any:
         """The state saved at `step`, with the structure, dtypes and shardings of `target`."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        _ignore_reads_into_closed_loop()
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract)))
         except Exception as e:
-            _ignore_reads_into_closed_loop()
             raise self._damaged(step, e) from None
         return restored["state"]
 
@@ -86,7 +86,8 @@ def _ignore_reads_into_closed_loop() -> None:
     When one array of a damaged checkpoint fails, Orbax gives up on the others
     and closes its event loop while TensorStore still reads them; each read then
     reports a traceback ("Event loop is closed", "Task exception was never
-    retrieved") after the one-line error. Process-wide, since they come later.
+    retrieved"), some before the restore's own error reaches its caller, some
+    after. Installed before every restore, process-wide; it drops only those.
     """
     previous = sys.unraisablehook
     if getattr(previous, "mrigen_filter", False):
