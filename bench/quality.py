@@ -33,17 +33,15 @@ from mrigen.metrics.report import to_json
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-# Every improvement switched off: the paper's recipe, whatever the base config's preset turns on.
-PAPER = {"train.ema_kimg": 0.0, "train.ema_rampup": 0.05, "train.augment": "", "train.augment_p": 0.0,
-         "train.ada_target": 0.6, "train.ada_kimg": 100.0, "train.r1_gamma": 1.0, "data.mirror": False}
+# Each variant: the paper's recipe (configs/experiment.py's paper_recipe: every improvement off, whatever
+# the base config's preset switches on) plus these fields; "preset" is the base config as it is.
 EMA = {"train.ema_kimg": 0.5, "train.ema_rampup": 0.1}
 DIFFAUGMENT = {"train.augment": "fixed", "train.augment_p": 0.25}
 ADA = {"train.augment": "ada", "train.augment_p": 0.0, "train.ada_target": 0.6, "train.ada_kimg": 10.0}
 R1 = {"loss": "r1", "train.r1_gamma": 0.1}
 MIRROR = {"data.mirror": True}
 RESIZE = {"arch.upsample": "resize"}  # DCGAN only: G upsamples by nearest x2 then a convolution.
-# Pinned in the paper's recipe only where the base config has the field (arch.upsample: DCGAN).
-PAPER_WHERE_PRESENT = {"arch.upsample": "transposed"}
+PRESET = "preset"
 VARIANTS = {
     "paper": {},
     "ema": EMA,
@@ -53,6 +51,7 @@ VARIANTS = {
     "mirror": MIRROR,
     "resize": RESIZE,
     "all": {**EMA, **ADA, **R1, **MIRROR},
+    PRESET: {},
 }
 SHOWN = ("spectrum", "spectrum_high", "kid", "feature_fd", "precision", "recall", "coverage",
          "duplicate_share", "swd", "pca_fd")
@@ -62,9 +61,8 @@ def experiment_config(args, variant: str):
     """configs/experiment.py with one run: the base config, the paper's recipe plus `variant`'s fields."""
     config = run_config.from_file(os.path.join(REPO_ROOT, "configs", "experiment.py"))
     base = run_config.from_file(*experiment.resolve_config_path(args.base))
-    present = set(run_config.flatten(base))
-    pins = {key: value for key, value in PAPER_WHERE_PRESENT.items() if key in present}
-    fields = {**PAPER, **pins, **VARIANTS[variant]}
+    config.paper_recipe = variant != PRESET
+    fields = dict(VARIANTS[variant])
     loss = fields.pop("loss", base.loss)
     config.runs = (f"{base.model}_{loss}",)
     config.base_configs[base.model] = args.base
@@ -85,7 +83,7 @@ def run_variant(args, variant: str) -> dict:
     config = experiment_config(args, variant)
     results = experiment.run_experiment(config, os.path.join(args.workdir, variant))
     record = results["runs"][0]
-    return {"variant": variant, "fields": {**PAPER, **VARIANTS[variant]}, "record": record,
+    return {"variant": variant, "fields": VARIANTS[variant], "record": record,
             "real": results["real"]}
 
 
@@ -118,7 +116,8 @@ def render_table(rows: list[dict], floor: dict) -> str:
 
 def render_markdown(args, rows: list[dict], floor: dict, seconds: float) -> str:
     described = "; ".join(f"**{row['variant']}**: " + (", ".join(
-        f"{k} = {v!r}" for k, v in VARIANTS[row["variant"]].items()) or "the paper's recipe") for row in rows)
+        f"{k} = {v!r}" for k, v in VARIANTS[row["variant"]].items()) or (
+        f"{args.base} as it is" if row["variant"] == PRESET else "the paper's recipe")) for row in rows)
     metric_names = "; ".join(f"{m}: {FAMILY[m].description} ({FAMILY[m].worse} is worse)" for m in SHOWN)
     return "\n".join([
         "# Quality benchmark", "",

@@ -95,3 +95,20 @@ def shrink(config: ml_collections.ConfigDict, variant: str, file: str) -> ml_col
     else:
         raise ValueError(f"unknown variant {variant!r} of {file}; known: {', '.join(VARIANTS)}")
     return config
+
+
+# Every improvement beyond the paper switched off: the values of get_config(), and DCGAN's own upsampling.
+PAPER_RECIPE = {"train.ema_kimg": 0.0, "train.augment": "", "train.augment_p": 0.0, "data.mirror": False,
+                "arch.upsample": "transposed"}
+
+
+def paper_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with every improvement of docs/improvements.md off, as in the paper (fields it lacks skipped).
+
+    The loss is left as it is: R1 is a loss the experiment chooses, not a trick added to one.
+    """
+    for key, value in PAPER_RECIPE.items():
+        section, leaf = key.split(".")
+        if leaf in config[section]:
+            config[section][leaf] = value
+    return config

@@ -33,8 +33,8 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-from mrigen import (data, evaluation, experiment_report, holdout, images, losses, models, plots, run_config, sampling,
-                    tensorboard, train)
+from mrigen import (config_base, data, evaluation, experiment_report, holdout, images, losses, models, plots,
+                    run_config, sampling, tensorboard, train)
 from mrigen.errors import UserError
 from mrigen.metrics.report import to_json
 from mrigen.models.base import upsample_nearest
@@ -92,7 +92,7 @@ def resolve_config_path(spec: str) -> tuple[str, Optional[str]]:
 
 
 def base_config(config, model: str) -> ml_collections.ConfigDict:
-    """configs/<model>.py (as config.base_configs names it) with config.shared's fields set."""
+    """configs/<model>.py (as config.base_configs names it), the paper's recipe if asked, then config.shared's fields."""
     if model not in config.base_configs:
         raise UserError(f"config.base_configs: no config file for model {model!r}")
     spec = config.base_configs[model]
@@ -102,6 +102,8 @@ def base_config(config, model: str) -> ml_collections.ConfigDict:
         raise UserError(f"config.base_configs.{model}: {e}") from None
     if base.model != model:
         raise UserError(f"config.base_configs.{model}: {spec} is a config of model {base.model!r}")
+    if config.paper_recipe:
+        config_base.paper_recipe(base)
     for key, value in run_config.flatten(config.shared).items():
         *parents, leaf = key.split(".")
         node = base

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, main_in_process
-from mrigen import experiment, run_config, tensorboard, train
+from mrigen import config_base, experiment, run_config, tensorboard, train
 from mrigen.errors import UserError
 from test_cli import assert_one_line_error, main_py
 
@@ -170,6 +170,18 @@ def test_runs_pick_pairs_instead_of_every_combination(shared_cache_dir):
     assert [r.name for r in experiment.plan(config, "DIR", 137)] == ["srresnet_wgan", "dcgan_dragan"]
     with pytest.raises(UserError, match="config.runs: unknown name 'dcgan_hinge'"):
         experiment.plan(smoke_experiment(shared_cache_dir, runs=("dcgan_hinge",)), "DIR", 137)
+
+
+def test_every_run_is_the_paper_s_recipe_unless_the_experiment_says_otherwise():
+    config = run_config.from_file(EXPERIMENT, "cpu32")  # its base configs are the :quick presets
+    config.runs = ("dcgan_dragan,srresnet_dragan",)
+    for run in experiment.plan(config, "DIR", 137):
+        flat = run_config.flatten(run.config)
+        assert {k: v for k, v in config_base.PAPER_RECIPE.items() if k in flat} == {
+            k: flat[k] for k in config_base.PAPER_RECIPE if k in flat}, run.name
+    config.paper_recipe = False
+    dcgan, srresnet = experiment.plan(config, "DIR", 137)
+    assert dcgan.config.train.ema_kimg > 0 and srresnet.config.train.ema_kimg > 0  # as the presets have it
 
 
 def test_bad_experiment_fields_are_named(shared_cache_dir):

@@ -48,12 +48,24 @@ def test_the_paper_variant_switches_every_improvement_off_even_on_a_preset_with_
 def test_each_variant_adds_only_its_own_fields(quality):
     paper = run_config.flatten(planned(quality, "paper").config)
     for variant, fields in quality.VARIANTS.items():
+        if variant == quality.PRESET:
+            continue
         run = planned(quality, variant)
         flat = run_config.flatten(run.config)
         assert {k: flat[k] for k in fields} == fields, variant
         # train.epochs: the same budget over a mirrored (twice as large) set.
         assert {k for k, v in flat.items() if paper.get(k) != v} - {"train.epochs"} <= set(fields), variant
         assert run.name == f"dcgan_{fields.get('loss', 'dragan')}"
+
+
+def test_the_preset_variant_is_the_base_config_as_it_is(quality):
+    base = run_config.flatten(run_config.from_file(os.path.join(ROOT, "configs", "dcgan.py"), "quick"))
+    preset = run_config.flatten(planned(quality, quality.PRESET).config)
+    # What the benchmark sets for every variant: the budget, the seed and the data with its holdout.
+    shared = {"train.epochs", "seed", "data.path", "data.resolution", "data.cache_dir", "data.holdout"}
+    assert {k for k, v in preset.items() if base[k] != v} <= shared
+    paper = run_config.flatten(planned(quality, "paper").config)
+    assert {k for k in base if preset[k] != paper[k]} >= {"train.ema_kimg"}  # the preset has its improvements
 
 
 def test_every_variant_shows_the_same_images_mirrored_or_not(quality):
