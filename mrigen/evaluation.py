@@ -25,7 +25,7 @@ import numpy as np
 
 from mrigen import data, holdout, images, models, sampling
 from mrigen import state as state_lib
-from mrigen.errors import UserError
+from mrigen.errors import UserError, writing
 
 if TYPE_CHECKING:
     from mrigen.metrics import pca
@@ -80,11 +80,12 @@ def evaluate(split: holdout.Split, generated: np.ndarray, out_dir: str, cache_di
                     else f"held out from training: {split.note}")
     results["source"] = {"training data": dataset.source, "generated": label, "held-out real": floor_source,
                          "split": f"{len(reference)} reference / {len(floor)} held-out real images"}
-    report.write_report(results, out_dir)
-    report.save_side_by_side_png(images.representative(reference, 8, seed), generated,
-                                 os.path.join(out_dir, "real_vs_generated.png"))
-    pairs = {"closest_pairs": results["sets"]["generated"]["closest_pairs"]}
-    memorization.save_closest_pairs_png(generated, reference, pairs, os.path.join(out_dir, "closest_pairs.png"))
+    with writing(out_dir, "the evaluation report"):
+        report.write_report(results, out_dir)
+        report.save_side_by_side_png(images.representative(reference, 8, seed), generated,
+                                     os.path.join(out_dir, "real_vs_generated.png"))
+        pairs = {"closest_pairs": results["sets"]["generated"]["closest_pairs"]}
+        memorization.save_closest_pairs_png(generated, reference, pairs, os.path.join(out_dir, "closest_pairs.png"))
     return results
 
 

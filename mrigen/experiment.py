@@ -24,6 +24,7 @@ This module plans and runs the experiment and collects each run's record
 and grids.png from those records.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,9 +34,9 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-from mrigen import (config_base, data, evaluation, experiment_report, holdout, images, losses, models, plots,
-                    run_config, sampling, tensorboard, train)
-from mrigen.errors import UserError
+from mrigen import (config_base, data, distributed, evaluation, experiment_report, holdout, images, losses, models,
+                    plots, run_config, sampling, tensorboard, train, workdir_lock)
+from mrigen.errors import UserError, WriteError, writing
 from mrigen.metrics.report import to_json
 from mrigen.models.base import upsample_nearest
 
@@ -176,17 +177,31 @@ def run_experiment(config, workdir: str) -> dict:
     records = {}
     for run in runs:
         records[run.name] = read_record(run, config)
-    for i, run in enumerate(runs):
-        if records[run.name] is not None:
-            logging.info("Run %d/%d %s: finished earlier (%s)", i + 1, len(runs), run.label,
-                         records[run.name]["status"])
-            continue
-        logging.info("Run %d/%d %s: training in %s", i + 1, len(runs), run.label, run.workdir)
-        records[run.name] = train_and_evaluate(run, config, split)
-        write_record(run, records[run.name])
-    results = summarize(config, runs, records, dataset)
-    experiment_report.write_outputs(results, workdir, dataset, config.eval.grid_images)
+    # Each run's training also takes the lock of its own folder.
+    with workdir_lock.held(workdir, enabled=distributed.is_main_process()):
+        for i, run in enumerate(runs):
+            if records[run.name] is not None:
+                logging.info("Run %d/%d %s: finished earlier (%s)", i + 1, len(runs), run.label,
+                             records[run.name]["status"])
+                continue
+            logging.info("Run %d/%d %s: training in %s", i + 1, len(runs), run.label, run.workdir)
+            records[run.name] = train_and_evaluate(run, config, split)
+            with _resume_advice_on_write_errors():
+                write_record(run, records[run.name])
+        results = summarize(config, runs, records, dataset)
+        with _resume_advice_on_write_errors():
+            experiment_report.write_outputs(results, workdir, dataset, config.eval.grid_images)
     return results
+
+
+@contextlib.contextmanager
+def _resume_advice_on_write_errors():
+    """A failed write outside training (whose errors name the checkpoint to resume from), with what to do."""
+    try:
+        yield
+    except WriteError as e:
+        fix = "free space" if e.disk_full else "fix that"
+        raise WriteError(f"{e}; {fix} and run the same command to resume", e.errno) from None
 
 
 def read_record(run: Run, config) -> Optional[dict]:
@@ -213,10 +228,11 @@ def read_record(run: Run, config) -> Optional[dict]:
 
 def write_record(run: Run, record: dict) -> None:
     path = os.path.join(run.workdir, RUN_RECORD)
-    os.makedirs(run.workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(to_json(record), f, indent=2)
-    os.replace(path + ".tmp", path)
+    with writing(path):
+        os.makedirs(run.workdir, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(to_json(record), f, indent=2)
+        os.replace(path + ".tmp", path)
 
 
 def train_and_evaluate(run: Run, config, split: holdout.Split) -> dict:
@@ -231,7 +247,8 @@ def train_and_evaluate(run: Run, config, split: holdout.Split) -> dict:
         record.update(status="diverged", error=str(e), **timing(run.workdir))
         return record
     record.update(status="done", **timing(run.workdir))
-    record.update(evaluate_run(run, config, split))
+    with _resume_advice_on_write_errors():
+        record.update(evaluate_run(run, config, split))
     return record
 
 

@@ -16,18 +16,20 @@ from typing import Optional
 import numpy as np
 
 from mrigen import data, images, plots
+from mrigen.errors import writing
 from mrigen.metrics.report import to_json
 
 
 def write_outputs(results: dict, workdir: str, dataset: data.Dataset, grid_images: int) -> None:
     """report.md, experiment.json, grids/training_data.png and the combined grids.png into `workdir`."""
-    os.makedirs(workdir, exist_ok=True)
     for name, text in (("experiment.json", json.dumps(to_json(results), indent=2)),
                        ("report.md", render_markdown(results))):
         path = os.path.join(workdir, name)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        with writing(path):
+            os.makedirs(workdir, exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(path + ".tmp", path)
     # Slices spread over the whole set: the data's slices go from the base of the brain to the top.
     spread = np.linspace(0, len(dataset) - 1, min(grid_images, len(dataset))).astype(int)
     reals_path = os.path.join(workdir, "grids", "training_data.png")

@@ -22,7 +22,7 @@ import numpy as np
 
 from mrigen import images as images_lib
 from mrigen.data import to_uint8
-from mrigen.errors import UserError
+from mrigen.errors import UserError, writing
 
 FORMATS = ("png", "oasis", "nifti")
 MANIFEST = "manifest.json"
@@ -78,8 +78,9 @@ def write_nifti(stack: list[np.ndarray], path: str, affine: np.ndarray) -> None:
     image.header["cal_min"], image.header["cal_max"] = 0, 255
     image.header["descrip"] = b"mrigen generated slices, stacked"
     temporary = f"{path}.{os.getpid()}.tmp.nii.gz"
-    nib.save(image, temporary)
-    os.replace(temporary, path)
+    with writing(path):
+        nib.save(image, temporary)
+        os.replace(temporary, path)
 
 
 def manifest_files(folder: str) -> list[str]:
@@ -127,7 +128,8 @@ def export(sampler, key: jax.Array, count: int, folder: str, fmt: str, info: dic
     for path in manifest_files(folder):
         if os.path.isfile(path):
             os.remove(path)
-    os.makedirs(folder, exist_ok=True)
+    with writing(folder):
+        os.makedirs(folder, exist_ok=True)
 
     stream = generated_images(sampler, key, count)
     if fmt == "nifti":
@@ -157,9 +159,10 @@ def export(sampler, key: jax.Array, count: int, folder: str, fmt: str, info: dic
     elif fmt == "oasis":
         manifest["layout"] = f"OASIS keras_png_slices: {SLICES_PER_CASE} slices per case; cases are nominal"
     temporary = os.path.join(folder, f"{MANIFEST}.tmp")
-    with open(temporary, "w") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(temporary, os.path.join(folder, MANIFEST))
+    with writing(os.path.join(folder, MANIFEST)):
+        with open(temporary, "w") as f:
+            json.dump(manifest, f, indent=2)
+        os.replace(temporary, os.path.join(folder, MANIFEST))
     return manifest
 
 

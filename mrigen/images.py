@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from mrigen.data import to_uint8
+from mrigen.errors import writing
 
 
 def grid(images: np.ndarray, columns: Optional[int] = None, padding: int = 2) -> np.ndarray:
@@ -30,11 +31,20 @@ def grid(images: np.ndarray, columns: Optional[int] = None, padding: int = 2) ->
 
 
 def save_png(image_u8: np.ndarray, path: str) -> None:
-    """Writes a 2-D uint8 array as a grayscale PNG (via a temporary file, then renamed)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Writes a 2-D uint8 array as a grayscale PNG (via a temporary file, then renamed).
+
+    A failed write raises WriteError and leaves no temporary file.
+    """
     temporary = f"{path}.{os.getpid()}.tmp"
-    Image.fromarray(np.asarray(image_u8, np.uint8), mode="L").save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with writing(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            Image.fromarray(np.asarray(image_u8, np.uint8), mode="L").save(temporary, format="PNG")
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
 
 
 def save_grid(images: np.ndarray, path: str, columns: Optional[int] = None) -> None:

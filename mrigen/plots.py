@@ -16,7 +16,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from mrigen.errors import UserError
+from mrigen.errors import UserError, writing
 
 STATS_FILE = "stats.jsonl"
 # Panels of the loss figure: (title, fields drawn, y label).
@@ -145,9 +145,10 @@ def save_animation(grids: list[tuple[int, str]], path: str, frame_ms: int = 250)
     frames = [f if f.size == size else f.resize(size, Image.Resampling.NEAREST) for f in frames]
     durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 8]  # Hold the last frame.
     temporary = f"{path}.{os.getpid()}.tmp"
-    frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:], duration=durations,
-                   loop=0)
-    os.replace(temporary, path)
+    with writing(path):
+        frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:], duration=durations,
+                       loop=0)
+        os.replace(temporary, path)
 
 
 def write_run_plots(workdir: str, out_dir: str = "") -> list[str]:
@@ -156,7 +157,8 @@ def write_run_plots(workdir: str, out_dir: str = "") -> list[str]:
     Returns the paths written; a run with no statistics or grids yet is a UserError.
     """
     out_dir = out_dir or workdir
-    os.makedirs(out_dir, exist_ok=True)
+    with writing(out_dir):
+        os.makedirs(out_dir, exist_ok=True)
     records = read_stats(workdir)
     paths = [os.path.join(out_dir, name) for name in ("loss_curves.png", "progress.png", "progress.gif")]
     save_loss_curves(records, paths[0], _title(workdir))
@@ -188,8 +190,11 @@ def read_gray(path: str) -> np.ndarray:
 def save_figure(fig, path: str) -> None:
     import matplotlib.pyplot as plt
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.{os.getpid()}.tmp"
-    fig.savefig(temporary, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(temporary, path)
+    try:
+        with writing(path):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fig.savefig(temporary, dpi=100, format="png")
+            os.replace(temporary, path)
+    finally:
+        plt.close(fig)

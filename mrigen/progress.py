@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 
 from mrigen import tensorboard
+from mrigen.errors import writing
 from mrigen.models.base import Stage
 from mrigen.plots import STATS_FILE
 
@@ -70,7 +71,7 @@ class ProgressReporter:
                   "elapsed_sec": time.time() - self._start, "time": time.time(), **metrics}
         if not self.writes:
             return
-        with open(self.stats_path, "a") as f:
+        with writing(self.stats_path), open(self.stats_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         self.tensorboard.scalars(step, record)
         postfix = {"D": f"{metrics['d_loss']:.3f}", "G": f"{metrics['g_loss']:.3f}", "img/s": f"{rate:.0f}"}
@@ -125,9 +126,10 @@ def truncate_stats(path: str, step: int) -> None:
     kept = [line for line in lines if (recorded := _record_step(line)) is not None and recorded <= step]
     if len(kept) != len(lines):
         temporary = f"{path}.tmp"
-        with open(temporary, "w") as f:
-            f.writelines(kept)
-        os.replace(temporary, path)
+        with writing(path):
+            with open(temporary, "w") as f:
+                f.writelines(kept)
+            os.replace(temporary, path)
 
 
 def _record_step(line: str) -> Optional[int]:

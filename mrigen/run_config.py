@@ -12,7 +12,7 @@ from typing import Optional
 
 import ml_collections
 
-from mrigen.errors import UserError, first_line
+from mrigen.errors import UserError, first_line, writing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,14 +161,12 @@ def config_differences(previous, current) -> list[tuple[str, object, object]]:
 def write_config(workdir: str, config) -> None:
     """Creates the workdir if needed and records the config in its config.json (atomically)."""
     path = os.path.join(workdir, CONFIG_FILE)
-    try:
+    with writing(path):
         os.makedirs(workdir, exist_ok=True)
         temporary = path + ".tmp"
         with open(temporary, "w") as f:
             f.write(to_json(config))
         os.replace(temporary, path)
-    except OSError as e:
-        raise UserError(f"workdir: cannot write {path} ({e.strerror})") from None
 
 
 def from_file(path: str, variant: Optional[str] = None) -> ml_collections.ConfigDict:

@@ -10,11 +10,14 @@ samples/.
 import glob
 import math
 import os
+import socket
 import struct
 import time
 from typing import Iterator, Optional
 
 import numpy as np
+
+from mrigen.errors import writing
 
 # Record fields that name a place in the schedule rather than a measurement.
 _NOT_SCALARS = frozenset({"step", "time"})
@@ -32,39 +35,70 @@ def tag(name: str) -> str:
 
 
 class Writer:
-    """Scalars and images for one workdir's event file.
+    """Scalars and images for one workdir's event file, written in the caller's thread.
 
     resume_step: the checkpoint step a resumed run continues from; TensorBoard
     then drops the events an earlier process wrote after it (those steps are
-    trained again), so curves have no doubled segments.
+    trained again), so curves have no doubled segments. Events are written as
+    they come (tensorboardX's SummaryWriter writes from a thread of its own,
+    where a full disk would go unreported), so a failed write raises WriteError
+    naming the file; the file is flushed every FLUSH_SECONDS and at close.
     """
 
-    def __init__(self, logdir: str, resume_step: int = 0):
-        from tensorboardX import SummaryWriter  # Deferred: importing it takes ~1 s.
+    FLUSH_SECONDS = 20.0
 
-        # tensorboardX names files by the second; a suffix of the nanoseconds keeps two writers
+    def __init__(self, logdir: str, resume_step: int = 0):
+        from tensorboardX.proto.event_pb2 import Event, SessionLog  # Deferred: importing it takes ~1 s.
+        from tensorboardX.record_writer import RecordWriter
+
+        # The names of tensorboardX's SummaryWriter, plus a suffix of the nanoseconds that keeps two writers
         # opened within one second (training, then evaluation) from overwriting each other, in order.
-        suffix = f".{time.time_ns() % 10**9:09d}.{os.getpid()}"
-        self._writer = SummaryWriter(logdir, purge_step=resume_step + 1 if resume_step else None, flush_secs=20,
-                                     filename_suffix=suffix)
+        self.path = os.path.join(logdir, f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
+                                         f".{time.time_ns() % 10**9:09d}.{os.getpid()}")
+        self._event = Event
+        with writing(self.path):
+            os.makedirs(logdir, exist_ok=True)
+            self._records = RecordWriter(self.path)
+        self._flushed_at = time.monotonic()
+        self._write(Event(file_version="brain.Event:2"))
+        if resume_step:
+            self._write(Event(step=resume_step + 1, session_log=SessionLog(status=SessionLog.START)))
 
     def scalars(self, step: int, record: dict, prefix: Optional[str] = None) -> None:
         """Every finite number in `record` at `step`, tagged by `tag` (or `prefix/name`)."""
+        from tensorboardX.summary import scalar
+
         for name, value in record.items():
             if name in _NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if math.isfinite(value):
-                self._writer.add_scalar(f"{prefix}/{name}" if prefix else tag(name), value, step)
+                self._write(self._event(summary=scalar(f"{prefix}/{name}" if prefix else tag(name), value),
+                                        step=step))
 
     def image(self, name: str, image_u8: np.ndarray, step: int) -> None:
         """A 2-D uint8 image (a sample grid) under `name`."""
-        self._writer.add_image(name, np.asarray(image_u8, np.uint8), step, dataformats="HW")
+        from tensorboardX.summary import image
+
+        self._write(self._event(summary=image(name, np.asarray(image_u8, np.uint8), dataformats="HW"), step=step))
+
+    def _write(self, event) -> None:
+        event.wall_time = time.time()
+        with writing(self.path):
+            self._records.write(event.SerializeToString())
+        if time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS:
+            self.flush()
 
     def flush(self) -> None:
-        self._writer.flush()
+        with writing(self.path):
+            self._records.flush()
+        self._flushed_at = time.monotonic()
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self.flush()
+        finally:
+            with writing(self.path):
+                self._records.close()
 
 
 def write_eval(workdir: str, step: int, results: dict) -> None:

@@ -1,5 +1,6 @@
 """Training: the jitted GAN step, the stage schedule, and the loop."""
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -11,9 +12,9 @@ import numpy as np
 import optax
 
 from mrigen import (augment, checkpoint, data, distributed, evaluation, holdout, images, losses, models, parallel, plots,
-                    run_config, sampling)
+                    run_config, sampling, workdir_lock)
 from mrigen.divergence import DivergedError, check_finite  # noqa: F401 (DivergedError: part of train's API)
-from mrigen.errors import UserError
+from mrigen.errors import UserError, WriteError
 from mrigen.progress import ProgressReporter
 from mrigen.signals import Interrupted, StopSignals
 from mrigen.state import (State, checkpoint_meta, create_optimizer, ema_beta, ema_update, generator_variables,
@@ -212,11 +213,13 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     samples/, a grid of real images (reals.png), checkpoints under
     checkpoints/ and, at the end, the plots of mrigen.plots. Returns the
     final state. Everything that can be refused (config, workdir, data, the
-    checkpoint to resume) is checked before the first write to the workdir.
-    time_budget_s: stop after the first step that ends this many seconds
-    after training began, with a checkpoint (the state returned then falls
-    short of the schedule). Raises DivergedError on a NaN/Inf, Interrupted
-    after SIGINT/SIGTERM.
+    checkpoint to resume) is checked before the first write to the workdir;
+    process 0 holds the workdir's lock (mrigen.workdir_lock) from then to the
+    end. time_budget_s: stop after the first step that ends this many
+    seconds after training began, with a checkpoint (the state returned then
+    falls short of the schedule). Raises DivergedError on a NaN/Inf,
+    Interrupted after SIGINT/SIGTERM, WriteError (naming the file, and the
+    checkpoint to resume from) when a write fails.
     """
     run_config.validate(config)
     arch = models.build(config)
@@ -224,6 +227,9 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
     run_config.check_workdir(workdir, config)
+    main = distributed.is_main_process()
+    if main:
+        workdir_lock.check_free(workdir)  # Before the data loads: a run on a workdir in use is refused at once.
     with StopSignals() as stop:
         split = holdout.load(config.data)
         dataset = data.mirrored(split.training) if config.data.mirror else split.training
@@ -232,34 +238,51 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
                             f"{len(dataset)} images found in {dataset.source}")
         logging.info("Data: %d slices at %dx%d from %s%s", len(dataset), dataset.resolution,
                      dataset.resolution, dataset.source, f"; held out: {split.note}" if split.note else "")
-        optimizer = create_optimizer(config.train)
-        ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, writer=True)
-        try:
-            state = restore_or_init(ckpt, arch, optimizer, config)
-            if stop.received is not None:
-                raise Interrupted(f"stopped by {stop.name} before the first step; nothing to save",
-                                  stop.received)
-            if distributed.is_main_process():
-                run_config.write_config(workdir, config)
-            phases = schedule(arch, len(dataset), config.train.batch_size)
-            replicated = parallel.replicated(mesh)
-            progress = ProgressReporter(workdir, phases[-1].end * config.train.batch_size,
-                                        int(state["images_seen"]), int(state["step"]), time_budget_s,
-                                        writes=distributed.is_main_process())
-            try:
-                run = Run(config, workdir, arch, loss, optimizer, mesh, dataset,
-                          jax.device_put(dataset.images, replicated), ckpt, progress, stop,
-                          evaluation.TrainingEvaluator(config, split.training, arch),
-                          arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples))
-                state = _train(run, jax.device_put(state, replicated), phases)
-            finally:
-                progress.close()
-        finally:
-            ckpt.close()
-    if distributed.is_main_process():
-        _write_plots(workdir)
+        with _resume_advice_on_write_errors(workdir), workdir_lock.held(workdir, enabled=main):
+            state, progress = _restore_and_train(config, workdir, arch, loss, mesh, split, dataset, stop,
+                                                 time_budget_s)
+            if main:
+                _write_plots(workdir)
+    if main:
         print(progress.summary(workdir), flush=True)
     return state
+
+
+def _restore_and_train(config, workdir, arch, loss, mesh, split, dataset, stop, time_budget_s):
+    """The latest checkpoint (or a new state) trained to the end of the schedule; returns it and the progress."""
+    optimizer = create_optimizer(config.train)
+    ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, writer=True)
+    try:
+        state = restore_or_init(ckpt, arch, optimizer, config)
+        if stop.received is not None:
+            raise Interrupted(f"stopped by {stop.name} before the first step; nothing to save", stop.received)
+        if distributed.is_main_process():
+            run_config.write_config(workdir, config)
+        phases = schedule(arch, len(dataset), config.train.batch_size)
+        replicated = parallel.replicated(mesh)
+        progress = ProgressReporter(workdir, phases[-1].end * config.train.batch_size,
+                                    int(state["images_seen"]), int(state["step"]), time_budget_s,
+                                    writes=distributed.is_main_process())
+        try:
+            run = Run(config, workdir, arch, loss, optimizer, mesh, dataset,
+                      jax.device_put(dataset.images, replicated), ckpt, progress, stop,
+                      evaluation.TrainingEvaluator(config, split.training, arch),
+                      arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples))
+            state = _train(run, jax.device_put(state, replicated), phases)
+        finally:
+            progress.close()
+    finally:
+        ckpt.close()
+    return state, progress
+
+
+@contextlib.contextmanager
+def _resume_advice_on_write_errors(workdir: str):
+    """A failed write's one-line error, with what was kept and how to resume."""
+    try:
+        yield
+    except WriteError as e:
+        raise WriteError(f"{e}; {checkpoint.resume_advice(workdir, e)}", e.errno) from None
 
 
 def _train(run: Run, state: State, phases: list[Phase]) -> State:
@@ -345,5 +368,7 @@ def _save_sample_grid(run: Run, state: State) -> None:
 def _write_plots(workdir: str) -> None:
     try:
         plots.write_run_plots(workdir)
+    except WriteError:  # The disk is full or failing: the user must act.
+        raise
     except Exception as e:  # A plot must not fail a finished run.
         logging.warning("could not write the plots of %s: %s", workdir, e)

@@ -15,9 +15,11 @@ odd sizes) are at the end, with what they become.
 
 import concurrent.futures
 import dataclasses
+import json
 import logging
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -30,7 +32,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, folder_digest, main_in_process
-from mrigen import data
+from mrigen import data, workdir_lock
 from test_data import brain_volume, write_png
 
 RUN = "run"  # the trained run inside each case's folder
@@ -114,6 +116,22 @@ def corrupt_checkpoint(root):
     return []
 
 
+HELD_LOCKS = []  # the locks the cases hold, as a trainer would, for the rest of the session
+
+
+def trainer_running(root):
+    lock = workdir_lock.WorkdirLock(os.path.join(root, RUN))
+    lock.acquire()
+    HELD_LOCKS.append(lock)
+    return []
+
+
+def locked_on_another_host(root):
+    with open(os.path.join(root, RUN, workdir_lock.LOCK_FILE), "w") as f:
+        json.dump({"host": "elsewhere.invalid", "pid": 4242, "since": "2025-01-01T00:00:00+00:00"}, f)
+    return []
+
+
 def sample_into(root):
     write_png(os.path.join(root, "mine", "keep_me.png"), np.full((8, 8), 200, np.uint8))
     return ["--mode=sample", "--num_samples=2", f"--out={os.path.join(root, 'mine')}"]
@@ -190,7 +208,22 @@ CASES = [
          ("{root}/run/checkpoints: checkpoint 2 is of model 'dcgan', not 'srresnet'", "use a new --workdir"),
          config="configs/srresnet.py:smoke"),
     Case("corrupt_checkpoint", corrupt_checkpoint,
-         ("{root}/run/checkpoints/2: damaged", "delete that folder to resume from the checkpoint before it")),
+         ("{root}/run/checkpoints/2: damaged", "in OCDBT database at local file \"{root}/run/checkpoints/2/state/\"",
+          "delete that folder to resume from the checkpoint before it")),
+    Case("checkpoint_without_its_metadata", lambda r: (remove(r, RUN, "checkpoints", "2", "_CHECKPOINT_METADATA"), [])[1],
+         ("{root}/run/checkpoints/2: damaged", "({root}/run/checkpoints/2/_CHECKPOINT_METADATA is missing)")),
+    Case("checkpoint_without_its_metadata_sampled",
+         lambda r: (remove(r, RUN, "checkpoints", "2", "_CHECKPOINT_METADATA"), ["--mode=sample", f"--out={r}/out"])[1],
+         ("{root}/run/checkpoints/2: damaged", "_CHECKPOINT_METADATA is missing")),
+    Case("checkpoint_of_another_width", lambda r: (remove(r, RUN, "config.json"), ["--config.arch.width=0.0625"])[1],
+         ("{root}/run/checkpoints/2/state: not a checkpoint of this config: "
+          "d.params.BatchNorm_0.bias is (4,) in the checkpoint, (8,) in this config",)),
+    Case("workdir_in_use", trainer_running,
+         ("workdir: {root}/run is in use: PID " + f"{os.getpid()} on {socket.gethostname()} since ",
+          "(lock {root}/run/train.lock)")),
+    Case("workdir_locked_on_another_host", locked_on_another_host,
+         ("workdir: {root}/run is locked by PID 4242 on elsewhere.invalid since 2025-01-01T00:00:00+00:00",
+          "if that run is gone, delete {root}/run/train.lock")),
     Case("corrupt_checkpoint_sampled", lambda r: corrupt_checkpoint(r) + ["--mode=sample", f"--out={r}/out"],
          ("{root}/run/checkpoints/2: damaged",)),
     Case("corrupt_config_json", lambda r: (open(os.path.join(r, RUN, "config.json"), "w").write("{\"model\": "),

@@ -8,12 +8,15 @@ compiled, in JAX's persistent cache.
 """
 
 import dataclasses
+import errno
 import json
+import logging
 import os
 import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, folder_digest, main_in_process, smoke_config
-from mrigen import checkpoint, losses, models, progress, run_config, state as state_lib, train
+from conftest import SMOKE_4_STEPS_EPOCHS, ROOT, folder_digest, main_in_process, smoke_config
+from mrigen import checkpoint, losses, models, progress, run_config, state as state_lib, train, workdir_lock
+from mrigen.errors import UserError
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
@@ -186,23 +190,35 @@ def one_error_line(stderr):
     return errors[0]
 
 
+def lock_path(workdir):
+    return os.path.join(workdir, workdir_lock.LOCK_FILE)
+
+
 def run_with_interruptions(command, workdir, plan, tmp_path, seed):
     """Runs `command`, interrupting it as `plan` says ((moment, signal) per run), then once more
-    to the end. Returns what each interrupted run left: (moment, signal, kind of exit)."""
+    to the end. Returns what each interrupted run left: (moment, signal, kind of exit).
+
+    A run SIGKILLed after it wrote stats.jsonl leaves its lock; the next run takes it over, saying so."""
     rng = random.Random(seed)
     outcomes = []
     for i, (moment, signum) in enumerate(plan + [(None, None)]):
+        left_lock = os.path.exists(lock_path(workdir))
         run = Run(command, str(tmp_path / f"run{i}.log"), commit_delay=0.3 if moment == "during_save" else 0.0)
         run.resumes_from = max(finished_steps(workdir), default=0)
         if moment is None or not interrupt(run, workdir, moment, rng):
             returncode, stderr = run.wait()
             assert returncode == 0, stderr[-3000:]
+            assert ("taking over the lock of PID" in stderr) == left_lock, stderr[-3000:]
+            assert not os.path.exists(lock_path(workdir))
             return outcomes
         run.process.send_signal(signum)
         returncode, stderr = run.wait()
+        assert ("taking over the lock of PID" in stderr) == left_lock, stderr[-3000:]
         latest = max(finished_steps(workdir), default=0)
         if signum == signal.SIGKILL:
             assert returncode == -signal.SIGKILL
+            if moment != "startup":
+                assert workdir_lock.read_holder(lock_path(workdir)).pid == run.process.pid
             if moment == "during_save":
                 # Killed mid-save: the half-written folder is left, and is not a checkpoint.
                 assert half_written(workdir)
@@ -218,6 +234,7 @@ def run_with_interruptions(command, workdir, plan, tmp_path, seed):
             name = signal.Signals(signum).name
             assert f"error: stopped by {name} after step {latest}; checkpoint {latest} is saved" in one_error_line(stderr)
             assert max(logged_steps(workdir)) == latest and not half_written(workdir)
+            assert not os.path.exists(lock_path(workdir))
         outcomes.append((moment, signum, latest))
     return outcomes
 
@@ -347,6 +364,218 @@ def test_records_after_the_checkpoint_are_dropped_on_resume(tmp_path):
     assert [json.loads(line)["step"] for line in open(path)] == [1, 2, 3]
 
 
+# ---------------------------------------------------------------- one trainer per workdir
+
+
+def dead_pid():
+    """The PID of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def write_lock_record(workdir, host, pid):
+    with open(lock_path(workdir), "w") as f:
+        json.dump({"host": host, "pid": pid, "since": "2025-01-01T00:00:00+00:00", "command": "main.py"}, f)
+
+
+def smoke_flags(workdir, cache_dir, *more):
+    return ["--config=configs/dcgan.py:smoke", f"--workdir={workdir}", f"--config.data.cache_dir={cache_dir}", *more]
+
+
+def test_the_lock_names_its_holder_refuses_a_second_taker_and_is_gone_once_released(tmp_path):
+    workdir = str(tmp_path / "new" / "run")
+    first = workdir_lock.WorkdirLock(workdir)
+    first.acquire()  # creates the workdir
+    try:
+        holder = workdir_lock.read_holder(lock_path(workdir))
+        assert (holder.host, holder.pid) == (socket.gethostname(), os.getpid())
+        with pytest.raises(UserError) as refused:
+            workdir_lock.WorkdirLock(workdir).acquire()
+        assert f"is in use: PID {os.getpid()} on {socket.gethostname()} since {holder.since}" in str(refused.value)
+        with pytest.raises(UserError):
+            workdir_lock.check_free(workdir)
+    finally:
+        first.release()
+    assert os.listdir(workdir) == []
+    workdir_lock.check_free(workdir)
+
+
+def test_a_lock_of_another_host_is_refused_and_says_which_file_to_delete(tmp_path):
+    write_lock_record(str(tmp_path), "elsewhere.invalid", 4242)
+    with pytest.raises(UserError) as refused:
+        workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+    assert str(refused.value) == (f"workdir: {tmp_path} is locked by PID 4242 on elsewhere.invalid since "
+                                  f"2025-01-01T00:00:00+00:00 (main.py), which cannot be checked from "
+                                  f"{socket.gethostname()}; if that run is gone, delete {lock_path(str(tmp_path))}")
+    assert workdir_lock.read_holder(lock_path(str(tmp_path))).host == "elsewhere.invalid"  # left as it was
+
+
+def test_a_lock_left_by_a_dead_trainer_is_taken_over_with_a_warning(two_steps, tmp_path, shared_cache_dir, caplog):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(two_steps, workdir)
+    pid = dead_pid()
+    write_lock_record(workdir, socket.gethostname(), pid)
+    result = main_in_process(*smoke_flags(workdir, shared_cache_dir))  # the run is finished: nothing to train
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{lock_path(workdir)}: taking over the lock of PID {pid} on {socket.gethostname()}" in "\n".join(warnings)
+    assert not os.path.exists(lock_path(workdir))
+
+
+def test_read_only_modes_work_while_a_trainer_holds_the_lock(two_steps, tmp_path):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(two_steps, workdir)
+    with workdir_lock.held(workdir):
+        sampled = main_in_process("--config=configs/dcgan.py:smoke", f"--workdir={workdir}", "--mode=sample",
+                                  "--num_samples=2", f"--out={tmp_path / 'out'}")
+        plotted = main_in_process("--config=configs/dcgan.py:smoke", f"--workdir={workdir}", "--mode=plots",
+                                  f"--out={tmp_path / 'plots'}")
+        assert workdir_lock.read_holder(lock_path(workdir)).pid == os.getpid()
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    assert plotted.returncode == 0, plotted.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "out")) == ["manifest.json", "sample_000000.png", "sample_000001.png"]
+
+
+# ---------------------------------------------------------------- failed writes (a full disk)
+
+
+def no_space(path=None):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def failing_open(fails):
+    """open, raising ENOSPC where fails(path, mode) is true."""
+    def fake(path, mode="r", *args, **kwargs):
+        if fails(str(path), mode):
+            raise no_space(path)
+        return open(path, mode, *args, **kwargs)
+    return fake
+
+
+def fail_if(condition, method):
+    """`method`, raising ENOSPC where condition(self, *args) is true."""
+    def fake(self, *args, **kwargs):
+        if condition(self, *args):
+            raise no_space()
+        return method(self, *args, **kwargs)
+    return fake
+
+
+def inject_no_space(patch, writer):
+    """Makes `writer` fail with a full disk, at its first write after checkpoint 2 (or during step 3 or 4)."""
+    import matplotlib.figure
+    import PIL.Image
+    from orbax.checkpoint._src.path import async_path
+    from tensorboardX import record_writer
+
+    if writer == "checkpoint":  # the rename that completes a save, in Orbax's background thread
+        async def rename(*args, **kwargs):
+            raise no_space()
+        patch.setattr(async_path, "rename", rename)
+    elif writer == "stats":
+        patch.setattr(progress, "open", failing_open(lambda path, mode: mode == "a"), raising=False)
+    elif writer == "config":
+        patch.setattr(run_config, "open", failing_open(lambda path, mode: "w" in mode), raising=False)
+    elif writer == "tensorboard":
+        patch.setattr(record_writer.RecordWriter, "write",
+                      fail_if(lambda self, data: b"loss/d_loss" in data, record_writer.RecordWriter.write))
+    elif writer in ("sample_grid", "reals"):
+        name = "samples" if writer == "sample_grid" else "reals.png"
+        patch.setattr(PIL.Image.Image, "save", fail_if(lambda self, path, *a: name in str(path), PIL.Image.Image.save))
+    elif writer == "plots":
+        patch.setattr(matplotlib.figure.Figure, "savefig", fail_if(lambda self, *a: True, matplotlib.figure.Figure.savefig))
+    else:
+        raise ValueError(writer)
+
+
+SMOKE_4_STEPS = f"--config.train.epochs={SMOKE_4_STEPS_EPOCHS!r}"  # resumes checkpoint 2 of two_steps, to 4
+
+
+@pytest.mark.parametrize("writer, failed, kept", [
+    ("checkpoint", "checkpoints: cannot write a checkpoint", 2),
+    ("stats", "stats.jsonl: cannot write", 2),
+    ("config", "config.json: cannot write", 2),
+    ("tensorboard", "events.out.tfevents.", 2),
+    ("sample_grid", "samples/step_00000004.png: cannot write", 2),
+    ("reals", "reals.png: cannot write", 2),
+    ("plots", "loss_curves.png: cannot write", 4),
+])
+def test_a_full_disk_at_any_writer_is_one_line_exit_4_naming_the_file_and_the_checkpoint_kept(
+        two_steps, tmp_path, shared_cache_dir, caplog, writer, failed, kept):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(two_steps, workdir)
+    if writer == "reals":
+        os.remove(os.path.join(workdir, "reals.png"))
+    with pytest.MonkeyPatch.context() as patch:
+        inject_no_space(patch, writer)
+        result = main_in_process(*smoke_flags(workdir, shared_cache_dir, SMOKE_4_STEPS))
+    assert result.returncode == 4, result.stderr[-3000:]
+    line = one_error_line(result.stderr)
+    assert line.startswith(f"error: {workdir}/{failed}"), line
+    assert line.endswith(f"(No space left on device); the last complete checkpoint is {workdir}/checkpoints/{kept}: "
+                         f"free space and run the same command to resume"), line
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert finished_steps(workdir) == ([2, 4] if kept == 4 else [2])
+    assert not os.path.exists(lock_path(workdir))
+    leftovers = [name for _, _, names in os.walk(workdir) for name in names if name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_a_full_disk_in_plots_mode_is_one_line_exit_4(two_steps, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail_if(lambda self, *a: True, matplotlib.figure.Figure.savefig))
+    out = tmp_path / "plots"
+    result = main_in_process("--config=configs/dcgan.py:smoke", f"--workdir={two_steps}", "--mode=plots", f"--out={out}")
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert one_error_line(result.stderr) == f"error: {out}/loss_curves.png: cannot write (No space left on device)"
+    assert os.listdir(out) == []
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A tmpfs mounted at tmp_path/fs (skips where mounting is not allowed); resize(bytes) changes its size."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+
+    def resize(size):
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mount_point)], check=True)
+
+    try:
+        yield mount_point, resize
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_run_stopped_by_a_full_disk_resumes_to_the_uninterrupted_state_once_there_is_room(
+        two_steps, smoke_run_4_steps, small_filesystem, shared_cache_dir):
+    """A real ENOSPC (TensorStore's, in Orbax's background save): a filesystem with room for the run
+    so far, not for its next checkpoint."""
+    mount_point, resize = small_filesystem
+    workdir = str(mount_point / "run")
+    shutil.copytree(two_steps, workdir)
+    used = os.statvfs(mount_point)
+    resize((used.f_blocks - used.f_bfree) * used.f_frsize + 256 * 1024)  # a checkpoint takes ~700 KB
+    failed = main_in_process(*smoke_flags(workdir, shared_cache_dir, SMOKE_4_STEPS))
+    assert failed.returncode == 4, failed.stderr[-3000:]
+    assert one_error_line(failed.stderr) == (
+        f"error: {workdir}/checkpoints: cannot write a checkpoint (No space left on device); the last complete "
+        f"checkpoint is {workdir}/checkpoints/2: free space and run the same command to resume")
+    assert finished_steps(workdir) == [2] and not os.path.exists(lock_path(workdir))
+    resize("64m")
+    resumed = main_in_process(*smoke_flags(workdir, shared_cache_dir, SMOKE_4_STEPS))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole, final = smoke_run_4_steps
+    assert_same_state(restored_state(workdir), final)
+    assert_same_records(workdir, whole, 4)
+    assert finished_steps(workdir) == [2, 4] and not half_written(workdir)
+
+
 # ---------------------------------------------------------------- divergence
 
 
@@ -425,6 +654,7 @@ def test_divergence_exits_with_status_3_and_one_line(tmp_path, shared_cache_dir,
     assert line.startswith("error: training diverged at step 1: ") and "d_loss" in line and "d_grad_norm" in line
     assert "there is no checkpoint yet" in line
     assert finished_steps(workdir) == [] and not half_written(workdir)
+    assert not os.path.exists(lock_path(workdir))
 
 
 # ---------------------------------------------------------------- nothing is pickled
