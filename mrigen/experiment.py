@@ -93,7 +93,7 @@ def resolve_config_path(spec: str) -> tuple[str, Optional[str]]:
 
 
 def base_config(config, model: str) -> ml_collections.ConfigDict:
-    """configs/<model>.py (as config.base_configs names it), the paper's recipe if asked, then config.shared's fields."""
+    """The model's config file (config.base_configs), the paper's recipe if config.paper_recipe, then shared."""
     if model not in config.base_configs:
         raise UserError(f"config.base_configs: no config file for model {model!r}")
     spec = config.base_configs[model]

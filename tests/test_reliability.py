@@ -484,7 +484,8 @@ def inject_no_space(patch, writer):
         name = "samples" if writer == "sample_grid" else "reals.png"
         patch.setattr(PIL.Image.Image, "save", fail_if(lambda self, path, *a: name in str(path), PIL.Image.Image.save))
     elif writer == "plots":
-        patch.setattr(matplotlib.figure.Figure, "savefig", fail_if(lambda self, *a: True, matplotlib.figure.Figure.savefig))
+        patch.setattr(matplotlib.figure.Figure, "savefig",
+                      fail_if(lambda self, *a: True, matplotlib.figure.Figure.savefig))
     else:
         raise ValueError(writer)
 
@@ -525,9 +526,11 @@ def test_a_full_disk_at_any_writer_is_one_line_exit_4_naming_the_file_and_the_ch
 def test_a_full_disk_in_plots_mode_is_one_line_exit_4(two_steps, tmp_path, monkeypatch):
     import matplotlib.figure
 
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail_if(lambda self, *a: True, matplotlib.figure.Figure.savefig))
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        fail_if(lambda self, *a: True, matplotlib.figure.Figure.savefig))
     out = tmp_path / "plots"
-    result = main_in_process("--config=configs/dcgan.py:smoke", f"--workdir={two_steps}", "--mode=plots", f"--out={out}")
+    result = main_in_process("--config=configs/dcgan.py:smoke", f"--workdir={two_steps}", "--mode=plots",
+                             f"--out={out}")
     assert result.returncode == 4, result.stderr[-3000:]
     assert one_error_line(result.stderr) == f"error: {out}/loss_curves.png: cannot write (No space left on device)"
     assert os.listdir(out) == []
