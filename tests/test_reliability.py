@@ -536,6 +536,37 @@ def test_a_full_disk_in_plots_mode_is_one_line_exit_4(two_steps, tmp_path, monke
     assert os.listdir(out) == []
 
 
+@pytest.mark.parametrize("mode, writer, failed", [
+    ("sample", "image", "sample_000000.png"),
+    ("sample", "manifest", "manifest.json"),
+    ("evaluate", "report", ""),
+])
+def test_a_full_disk_in_sample_and_evaluate_is_one_line_exit_4_naming_the_output(
+        two_steps, tmp_path, shared_cache_dir, mode, writer, failed):
+    import PIL.Image
+
+    from mrigen import export
+    from mrigen.metrics import report
+
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        if writer == "image":
+            patch.setattr(PIL.Image.Image, "save", fail_if(lambda self, path, *a: True, PIL.Image.Image.save))
+        elif writer == "manifest":
+            patch.setattr(export, "open", failing_open(lambda path, mode: "w" in mode), raising=False)
+        else:
+            def write_report(*args, **kwargs):
+                raise no_space()
+            patch.setattr(report, "write_report", write_report)
+        count = "--num_samples=4" if mode == "sample" else "--num_eval=8"
+        result = main_in_process("--config=configs/dcgan.py:smoke", f"--workdir={two_steps}", f"--mode={mode}",
+                                 f"--out={out}", count, f"--config.data.cache_dir={shared_cache_dir}")
+    assert result.returncode == 4, result.stderr[-3000:]
+    line = one_error_line(result.stderr)
+    assert line.startswith(f"error: {os.path.join(out, failed)}".rstrip("/")), line
+    assert "(No space left on device)" in line, line
+
+
 @pytest.fixture
 def small_filesystem(tmp_path):
     """A tmpfs mounted at tmp_path/fs (skips where mounting is not allowed); resize(bytes) changes its size."""
