@@ -4,7 +4,7 @@ Each variant trains the base config (default: DCGAN + DRAGAN at 64 px, the
 quick preset) for the same number of images on the same data, with a fifth
 of it held out by subject, and is evaluated against those held-out images
 with the whole evaluation suite. The variants differ from the paper's recipe
-in the fields below only (VARIANTS). Writes into --workdir:
+in the fields below only (VARIANTS); "preset" is the base config as it is. Writes into --workdir:
 
     quality.md     one table: each metric with its interval, and the verdict
     quality.json   the same numbers
@@ -15,6 +15,7 @@ Run (the README's table, 64 px, ~45 min on 2 cores):
   .venv/bin/python bench/quality.py --workdir workdirs/quality
   .venv/bin/python bench/quality.py --workdir DIR --data_path /data/keras_png_slices_data --budget_images 50000
   .venv/bin/python bench/quality.py --workdir DIR --variants paper,ema --budget_images 2048   # a subset
+  .venv/bin/python bench/quality.py --workdir DIR --variants paper,preset   # the :quick preset against the paper
 Run the same command again to continue: finished variants are skipped.
 """
 
