@@ -4,7 +4,8 @@ Each variant trains the base config (default: DCGAN + DRAGAN at 64 px, the
 quick preset) for the same number of images on the same data, with a fifth
 of it held out by subject, and is evaluated against those held-out images
 with the whole evaluation suite. The variants differ from the paper's recipe
-in the fields below only (VARIANTS); "preset" is the base config as it is. Writes into --workdir:
+in the fields below only (VARIANTS); "preset" is the base config as it is.
+Writes into --workdir:
 
     quality.md     one table: each metric with its interval, and the verdict
     quality.json   the same numbers
