@@ -58,7 +58,7 @@ def get_config(variant=None):
     config.collapse.sigma_fraction = 0.25  # sigma below this fraction of the held-out real sigma (equal N),
     config.collapse.diversity_fraction = 0.5  # or 1 - MS-SSIM below this fraction of the held-out real one's.
 
-    if variant == "cpu32":  # 32x32, tiny models: 2-5 min per run on a shared 2-core CPU (~55 min for all 18).
+    if variant == "cpu32":  # 32x32, tiny models: 1-4 min per run on 2 CPU cores (40 min for the paper's 15).
         config.budget_images = 3200  # About 23 epochs of the 137 MNI152 slices.
         config.base_configs.dcgan = "configs/dcgan.py:quick"
         config.base_configs.srresnet = "configs/srresnet.py:quick"
