@@ -71,6 +71,29 @@ def config_spec(flags) -> str:
         return DEFAULT_CONFIG
 
 
+def config_overrides(flags) -> dict:
+    """The --config.FIELD=VALUE given on the command line, as {"data.path": VALUE}."""
+    try:
+        return dict(flags["config"].override_values)
+    except (KeyError, AttributeError, absl_flags.Error):
+        return {}
+
+
+def evaluation_config(config, workdir: str, overrides: dict):
+    """The config whose data a run is evaluated against: the run's own (its config.json, so its data.path and
+    data.holdout), with the command line's --config overrides on top; `config` when the workdir has none."""
+    if not os.path.isfile(os.path.join(workdir, run_config.CONFIG_FILE)):
+        return config
+    recorded = run_config.load(workdir)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = recorded
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return recorded
+
+
 def check_flags(mode: str, flags) -> None:
     """Flags that cannot work with `mode`, named; checked before anything is read or written."""
     if flags.out is not None and mode not in OUT_MODES:
@@ -269,8 +292,8 @@ def evaluate(config, workdir: str, flags) -> None:
         out = flags.out or os.path.join(workdir, "eval_" + os.path.basename(os.path.normpath(flags.eval_images)))
         _, out = evaluation.evaluate_folder(config, flags.eval_images, out, flags.sample_seed)
     else:
-        _, out = evaluation.evaluate_workdir(config, workdir, flags.out, flags.num_eval, flags.sample_seed,
-                                             ema=not flags.raw_generator)
+        _, out = evaluation.evaluate_workdir(evaluation_config(config, workdir, config_overrides(flags)), workdir,
+                                             flags.out, flags.num_eval, flags.sample_seed, ema=not flags.raw_generator)
     with open(os.path.join(out, "report.md")) as f:
         print(f.read())
     print(f"wrote {out}/eval.json, report.md, real_vs_generated.png, closest_pairs.png, spectrum.png")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import smoke_config
-from mrigen import data, evaluation, holdout, train
+from mrigen import cli, data, evaluation, holdout, train
 from mrigen.errors import UserError
 from test_data import brain_volume
 
@@ -122,7 +122,10 @@ def test_a_run_with_a_holdout_trains_without_it_and_evaluates_against_it(tmp_pat
     final = train.train(config, workdir)
     split = holdout.load(config.data)
     assert len(split.training) == 96 and int(final["step"]) == 2  # 16 / 96 epochs of the 96 trained slices
-    results, out = evaluation.evaluate_workdir(config, workdir, None, 0, seed=0)
+    # `--mode=evaluate --config=configs/dcgan.py:smoke`, no holdout on the command line: the run's own is used.
+    as_given = smoke_config(data__cache_dir=shared_cache_dir)
+    assert cli.evaluation_config(as_given, workdir, {"data.holdout": ""}).data.holdout == ""  # what is given wins
+    results, out = evaluation.evaluate_workdir(cli.evaluation_config(as_given, workdir, {}), workdir, None, 0, seed=0)
     rows = results["sets"]
     assert rows["held-out real"]["n"] == rows["generated"]["n"] == len(split.holdout) == 41
     assert rows["training data"]["n"] == 96
