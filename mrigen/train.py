@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from mrigen import (augment, checkpoint, data, distributed, evaluation, holdout, images, losses, models, parallel, plots,
-                    run_config, sampling, workdir_lock)
+                    run_config, sampling, step_cache, workdir_lock)
 from mrigen.divergence import DivergedError, check_finite  # noqa: F401 (DivergedError: part of train's API)
 from mrigen.errors import UserError, WriteError
 from mrigen.progress import ProgressReporter
@@ -310,8 +310,9 @@ def _train(run: Run, state: State, phases: list[Phase]) -> State:
 def _train_phase(run: Run, state: State, phase: Phase) -> State:
     """The steps of one phase, with logging, sample grids, checkpoints and the stop checks."""
     config, stage, ckpt, progress = run.config, phase.stage, run.checkpointer, run.progress
-    step_fn = make_train_step(run.arch, stage, phase.start, phase.steps, run.loss, run.optimizer,
-                              config.train, len(run.dataset), run.mesh)
+    key = step_cache.step_key(config, run.loss, stage, phase.start, phase.steps, len(run.dataset), run.mesh)
+    step_fn = step_cache.cached(key, lambda: make_train_step(run.arch, stage, phase.start, phase.steps, run.loss,
+                                                             run.optimizer, config.train, len(run.dataset), run.mesh))
     stages = len(run.arch.stages)
     progress.compiling(f"stage {stage.index + 1}/{stages} {stage.resolution}px" if stages > 1 else "")
     step = int(state["step"])

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, main_in_process
-from mrigen import config_base, experiment, run_config, tensorboard, train
+from mrigen import config_base, experiment, run_config, tensorboard, train, workdir_lock
 from mrigen.errors import UserError
 from test_cli import assert_one_line_error, main_py
 
@@ -118,6 +118,21 @@ def test_a_finished_run_of_another_budget_is_refused(finished, shared_cache_dir)
     config = smoke_experiment(shared_cache_dir, budget_images=24)
     with pytest.raises(UserError, match="dcgan_wgan finished with train.epochs"):
         experiment.run_experiment(config, finished)
+
+
+def test_an_experiment_in_use_is_refused_and_left_as_it_was(copy_of, shared_cache_dir):
+    before = {name: os.path.getmtime(os.path.join(copy_of, name)) for name in ("experiment.json", "report.md")}
+    lock = workdir_lock.WorkdirLock(copy_of)
+    lock.acquire()  # as a second `main.py --mode=experiment` on this workdir would find it
+    try:
+        with pytest.raises(UserError, match=f"workdir: {copy_of} is in use: PID {os.getpid()} on .* is training"):
+            experiment.run_experiment(smoke_experiment(shared_cache_dir), copy_of)
+    finally:
+        lock.release()
+    assert {name: os.path.getmtime(os.path.join(copy_of, name)) for name in before} == before
+    experiment.run_experiment(smoke_experiment(shared_cache_dir), copy_of)  # every run done: the report again
+    assert os.path.getmtime(os.path.join(copy_of, "report.md")) > before["report.md"]
+    assert not os.path.exists(os.path.join(copy_of, workdir_lock.LOCK_FILE))  # released at the end
 
 
 def test_the_wall_clock_budget_stops_a_run_early(tmp_path, shared_cache_dir):

@@ -1,5 +1,6 @@
 """The training step, data parallelism, exact resume, and the sampling API."""
 
+import collections
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import SMOKE_4_STEPS_EPOCHS, smoke_config
-from mrigen import data, images, losses, models, parallel, sampling, state as state_lib, train
+from mrigen import data, images, losses, models, parallel, sampling, state as state_lib, step_cache, train
 
 
 def tree_allclose(a, b, rtol, atol):
@@ -118,17 +119,55 @@ def test_training_writes_stats_samples_reals_config_and_checkpoints(trained_work
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
 
 
-def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, trained_workdir, smoke_run, shared_cache_dir):
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, trained_workdir, smoke_run, shared_cache_dir,
+                                                          monkeypatch):
     _, _, uninterrupted = trained_workdir
     workdir = str(tmp_path / "resumed")
     shutil.copytree(smoke_run, workdir)  # the smoke run: the same config, stopped after 2 steps
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
     full = smoke_config(data__cache_dir=shared_cache_dir, train__epochs=SMOKE_4_STEPS_EPOCHS)
+    built = steps_built(monkeypatch)
     resumed = jax.device_get(train.train(full, workdir))
     assert int(resumed["step"]) == 4 and int(resumed["images_seen"]) == int(uninterrupted["images_seen"])
     assert tree_equal(resumed, uninterrupted)
     with open(os.path.join(workdir, "stats.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4]
+
+    # The same resume again in this process: the step is reused (not traced again), with the same result.
+    again = str(tmp_path / "again")
+    shutil.copytree(smoke_run, again)
+    assert tree_equal(jax.device_get(train.train(full, again)), uninterrupted)
+    assert built == [0]
+
+
+def steps_built(monkeypatch) -> list:
+    """An empty step cache; the returned list gets the stage index of every train step built from now on."""
+    monkeypatch.setattr(step_cache, "_steps", collections.OrderedDict())
+    built, make = [], train.make_train_step
+    monkeypatch.setattr(train, "make_train_step", lambda arch, stage, *rest: built.append(stage.index)
+                        or make(arch, stage, *rest))
+    return built
+
+
+def test_a_train_step_is_reused_only_for_the_same_model_loss_and_data_size():
+    config = smoke_config("progan")
+    arch, mesh, loss = models.build(config), parallel.data_mesh(), losses.get(config.loss)
+    stable, fade = arch.stages[0], arch.stages[1]
+    assert fade.fade_in and not stable.fade_in
+    key = step_cache.step_key(config, loss, stable, 0, 10, 137, mesh)
+    elsewhere = smoke_config("progan", log_every_steps=7, keep_checkpoints=1, data__path="/elsewhere")
+    assert step_cache.step_key(elsewhere, loss, stable, 5, 20, 137, mesh) == key  # outputs, data source, start
+    dcgan = smoke_config()
+    dcgan_stage = models.build(dcgan).stages[0]
+    assert step_cache.step_key(dcgan, loss, dcgan_stage, 0, 2, 137, mesh) == step_cache.step_key(
+        smoke_config(train__epochs=5.0), loss, dcgan_stage, 0, 85, 137, mesh)  # the run's length
+    for other in (smoke_config("progan", arch__width=0.5), smoke_config("progan", train__batch_size=16),
+                  smoke_config("progan", train__learning_rate=0.0123)):
+        assert step_cache.step_key(other, loss, stable, 0, 10, 137, mesh) != key
+    assert step_cache.step_key(config, losses.get("wgan"), stable, 0, 10, 137, mesh) != key
+    assert step_cache.step_key(config, loss, stable, 0, 10, 136, mesh) != key
+    assert step_cache.step_key(config, loss, fade, 0, 10, 137, mesh) != step_cache.step_key(
+        config, loss, fade, 5, 10, 137, mesh)  # a fade-in's alpha depends on where it starts
 
 
 def test_sampler_loads_the_generator_and_is_deterministic(trained_workdir):
