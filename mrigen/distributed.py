@@ -5,7 +5,9 @@ A run is multi-process when main.py gets --coordinator_address,
 ...) started several processes; otherwise nothing here happens and the run
 uses the local devices only. After `initialize`, `jax.devices()` lists the
 devices of every process, the training mesh spans all of them, and only
-process 0 writes logs, sample grids and reports.
+process 0 writes logs, sample grids and reports. Every process stops after
+the same step: after each step they combine their reasons to stop
+(`agreed_stop`).
 """
 
 import dataclasses

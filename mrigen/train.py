@@ -220,7 +220,9 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     seconds after training began, with a checkpoint (the state returned then
     falls short of the schedule). Raises DivergedError on a NaN/Inf,
     Interrupted after SIGINT/SIGTERM, WriteError (naming the file, and the
-    checkpoint to resume from) when a write fails.
+    checkpoint to resume from) when a write fails. In a multi-process run a
+    signal to any process, or any process's time budget, stops every process
+    after the same step.
     """
     run_config.validate(config)
     arch = models.build(config)
@@ -341,7 +343,7 @@ def _train_phase(run: Run, state: State, phase: Phase) -> tuple[State, bool]:
         log = step % config.log_every_steps == 0 or last or out_of_time
         sample = step % config.sample_every_steps == 0
         save = step % config.checkpoint_every_steps == 0 or (last and stages > 1)
-        # The only device syncs: other steps run ahead asynchronously.
+        # The only device syncs (with agreed_stop's in a multi-process run): other steps run ahead asynchronously.
         if log or sample or save or stopping:  # Never log, sample or save a diverged state.
             values = check_finite(step, jax.device_get(metrics), ckpt.latest_step())
         if run.evaluator.due(step):

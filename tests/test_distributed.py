@@ -54,7 +54,7 @@ def stopping_after(steps: int, clock: bool) -> str:
             f"Reporter.out_of_time = lambda self: _out_of_time(self) or ({clock} and _steps[0] >= {steps})\n")
 
 
-def launch_pair(workdir, *args, timeout=300, code=None):
+def launch_pair(workdir, *args, timeout=600, code=None):
     """main.py as processes 0 and 1 of 2, each with 2 CPU devices; returns both results.
 
     code: {process id: Python code} run in that process before main.py, e.g. LATE_COMPILE (process 1
