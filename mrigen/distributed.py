@@ -5,15 +5,20 @@ A run is multi-process when main.py gets --coordinator_address,
 ...) started several processes; otherwise nothing here happens and the run
 uses the local devices only. After `initialize`, `jax.devices()` lists the
 devices of every process, the training mesh spans all of them, and only
-process 0 writes logs, sample grids and reports.
+process 0 writes logs, sample grids and reports. Every process stops after
+the same step: after each step they combine their reasons to stop
+(`agreed_stop`).
 """
 
+import dataclasses
 import os
 import socket
 import time
 from typing import Optional
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from mrigen.errors import UserError
 
@@ -78,8 +83,14 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     return True
 
 
+_barriers_passed = 0  # Appended to barrier names: every process passes the same barriers in the same order.
+
+
 def wait_for_all(name: str, timeout_s: float = 1800) -> None:
-    """Blocks until every process has reached the barrier `name` (unique per run); nothing in one process.
+    """Blocks until every process has reached the barrier `name`; nothing in one process.
+
+    A name may come again (each run of an experiment compiles stage 0 at step 0): the
+    barrier's number in this process makes each one new.
 
     Through the coordination service, not a collective: XLA:CPU's gloo
     collectives give up after 30 s when processes reach the first one
@@ -90,7 +101,37 @@ def wait_for_all(name: str, timeout_s: float = 1800) -> None:
         return
     from jax._src import distributed as jax_distributed  # the client jax.distributed.initialize started
 
-    jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+    global _barriers_passed
+    _barriers_passed += 1
+    jax_distributed.global_state.client.wait_at_barrier(f"{name} #{_barriers_passed}", int(timeout_s * 1000))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """Why every process of a run stops after a step (or not): each one's own reasons, combined.
+
+    signum: the signal they all stop for, the largest any process received (None: none).
+    signalled: the processes that received one. out_of_time: some process's time budget ran out.
+    """
+
+    signum: Optional[int] = None
+    signalled: tuple[int, ...] = ()
+    out_of_time: bool = False
+
+
+def agreed_stop(signum: Optional[int], out_of_time: bool) -> Stop:
+    """This process's reasons to stop combined with every other's, so that all stop after the same step.
+
+    Several processes: a collective that every process must call at the same point (after each step);
+    it waits for the step. One process: this process's reasons, with no device sync.
+    """
+    if jax.process_count() == 1:
+        return Stop(signum, (0,) if signum is not None else (), out_of_time)
+    local = np.array([signum or 0, int(out_of_time)], np.int32)
+    gathered = multihost_utils.process_allgather(local)  # [processes, 2], the same on every process
+    signals, clocks = gathered[:, 0], gathered[:, 1]
+    received = tuple(int(i) for i in np.flatnonzero(signals))
+    return Stop(int(signals.max()) if received else None, received, bool(clocks.any()))
 
 
 def is_main_process() -> bool:

@@ -186,11 +186,14 @@ def run_experiment(config, workdir: str) -> dict:
                 continue
             logging.info("Run %d/%d %s: training in %s", i + 1, len(runs), run.label, run.workdir)
             records[run.name] = train_and_evaluate(run, config, split)
-            with _resume_advice_on_write_errors():
-                write_record(run, records[run.name])
+            if distributed.is_main_process():
+                with _resume_advice_on_write_errors():
+                    write_record(run, records[run.name])
+            distributed.wait_for_all(f"{run.name} evaluated")  # While process 0 evaluates, the others wait.
         results = summarize(config, runs, records, dataset)
-        with _resume_advice_on_write_errors():
-            experiment_report.write_outputs(results, workdir, dataset, config.eval.grid_images)
+        if distributed.is_main_process():
+            with _resume_advice_on_write_errors():
+                experiment_report.write_outputs(results, workdir, dataset, config.eval.grid_images)
     return results
 
 
@@ -293,11 +296,17 @@ def _same_process(a: dict, b: dict) -> bool:
 
 
 def evaluate_run(run: Run, config, split: holdout.Split) -> dict:
-    """The metrics of the run's latest checkpoint against the data; writes its grid and eval report."""
+    """The metrics of the run's latest checkpoint against the data; writes its grid and eval report.
+
+    Several processes: each generates the images (a computation over every process's devices); process 0
+    alone computes the metrics, writes and returns them (the others return the checkpoint's step).
+    """
     sampler = sampling.load_sampler(run.workdir)
     dataset = split.training
     count = config.eval.num_images or len(split.evaluation_sets()[1])
     generated = evaluation.generate_images(sampler, max(count, config.eval.grid_images), config.eval.seed)
+    if not distributed.is_main_process():
+        return {"checkpoint_step": sampler.step, "resolution_reached": sampler.resolution}
     stopped_at = None
     if sampler.resolution != dataset.resolution:  # ProGAN stopped by the clock before its last stage.
         stopped_at = sampler.resolution

@@ -19,7 +19,9 @@ class Interrupted(UserError):
 class StopSignals:
     """Turns SIGINT and SIGTERM into a request to stop at the next step boundary.
 
-    `received` holds the first signal's number (None until one arrives). A
+    `received` holds the first signal's number (None until one arrives); in a
+    multi-process run the training loop combines it with the other processes'
+    (mrigen.distributed.agreed_stop), so a signal to any one stops them all. A
     second signal ends the process at once, which is safe: a checkpoint being
     written is left as a temporary folder that is never taken for a finished one.
     A signal the process inherited as ignored (SIGINT of a job started in the

@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 from typing import Callable, Optional
 
 import jax
@@ -219,7 +220,9 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     seconds after training began, with a checkpoint (the state returned then
     falls short of the schedule). Raises DivergedError on a NaN/Inf,
     Interrupted after SIGINT/SIGTERM, WriteError (naming the file, and the
-    checkpoint to resume from) when a write fails.
+    checkpoint to resume from) when a write fails. In a multi-process run a
+    signal to any process, or any process's time budget, stops every process
+    after the same step.
     """
     run_config.validate(config)
     arch = models.build(config)
@@ -254,8 +257,11 @@ def _restore_and_train(config, workdir, arch, loss, mesh, split, dataset, stop, 
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints, writer=True)
     try:
         state = restore_or_init(ckpt, arch, optimizer, config)
-        if stop.received is not None:
-            raise Interrupted(f"stopped by {stop.name} before the first step; nothing to save", stop.received)
+        distributed.wait_for_all(f"restored step {int(state['step'])}")  # Then the first collective is near.
+        early = distributed.agreed_stop(stop.received, False)
+        if early.signum is not None:
+            raise Interrupted(f"stopped by {_signal_source(early)} before the first step; nothing to save",
+                              early.signum)
         if distributed.is_main_process():
             run_config.write_config(workdir, config)
         phases = schedule(arch, len(dataset), config.train.batch_size)
@@ -297,8 +303,8 @@ def _train(run: Run, state: State, phases: list[Phase]) -> State:
         if int(state["stage"]) < phase.stage.index:
             state = jax.device_put(grow_state(state, run.arch, phase.stage, run.optimizer, run.config),
                                    parallel.replicated(run.mesh))
-        state = _train_phase(run, state, phase)
-        if run.progress.out_of_time():  # Not into the next stage either.
+        state, out_of_time = _train_phase(run, state, phase)
+        if out_of_time:  # Not into the next stage either.
             break
     final_step = int(state["step"])
     if run.checkpointer.latest_step() != final_step:
@@ -307,8 +313,12 @@ def _train(run: Run, state: State, phases: list[Phase]) -> State:
     return state
 
 
-def _train_phase(run: Run, state: State, phase: Phase) -> State:
-    """The steps of one phase, with logging, sample grids, checkpoints and the stop checks."""
+def _train_phase(run: Run, state: State, phase: Phase) -> tuple[State, bool]:
+    """The steps of one phase, with logging, sample grids, checkpoints and the stop checks.
+
+    Returns the state and whether the run is out of time. Every process of a
+    multi-process run stops after the same step (distributed.agreed_stop).
+    """
     config, stage, ckpt, progress = run.config, phase.stage, run.checkpointer, run.progress
     key = step_cache.step_key(config, run.loss, stage, phase.start, phase.steps, len(run.dataset), run.mesh)
     step_fn = step_cache.cached(key, lambda: make_train_step(run.arch, stage, phase.start, phase.steps, run.loss,
@@ -319,7 +329,7 @@ def _train_phase(run: Run, state: State, phase: Phase) -> State:
     if jax.process_count() > 1:  # Every process compiles, then they meet before the step's first collective.
         step_fn = step_fn.lower(state, run.dataset_on_device).compile()
         distributed.wait_for_all(f"stage {stage.index} compiled at step {step}")
-    first = True
+    first, out_of_time = True, False
     while step < phase.end:
         state, metrics = step_fn(state, run.dataset_on_device)
         if first:  # The one extra sync of a stage: the bar says "compiling" until here.
@@ -329,12 +339,12 @@ def _train_phase(run: Run, state: State, phase: Phase) -> State:
         step += 1
         progress.advance(config.train.batch_size)
         last = step == phase.end
-        out_of_time = progress.out_of_time()
+        stop = distributed.agreed_stop(run.stop.received, progress.out_of_time())
+        out_of_time, stopping = stop.out_of_time, stop.signum is not None
         log = step % config.log_every_steps == 0 or last or out_of_time
         sample = step % config.sample_every_steps == 0
         save = step % config.checkpoint_every_steps == 0 or (last and stages > 1)
-        stopping = run.stop.received is not None
-        # The only device syncs: other steps run ahead asynchronously.
+        # The only device syncs (with agreed_stop's in a multi-process run): other steps run ahead asynchronously.
         if log or sample or save or stopping:  # Never log, sample or save a diverged state.
             values = check_finite(step, jax.device_get(metrics), ckpt.latest_step())
         if run.evaluator.due(step):
@@ -347,12 +357,20 @@ def _train_phase(run: Run, state: State, phase: Phase) -> State:
             ckpt.save(step, state, checkpoint_meta(state, run.arch), force=stopping)
         if stopping:
             ckpt.wait()
-            raise Interrupted(f"stopped by {run.stop.name} after step {step}; checkpoint {step} is saved in "
-                              f"{ckpt.directory}: run the same command to resume", run.stop.received)
+            raise Interrupted(f"stopped by {_signal_source(stop)} after step {step}; checkpoint {step} is saved "
+                              f"in {ckpt.directory}: run the same command to resume", stop.signum)
         if out_of_time:  # _train saves the checkpoint.
             logging.info("Time budget reached after step %d", step)
             break
-    return state
+    return state, out_of_time
+
+
+def _signal_source(stop: distributed.Stop) -> str:
+    """'SIGTERM', or in a multi-process run 'SIGTERM to process 1' (the processes that got a signal)."""
+    name = signal.Signals(stop.signum).name
+    if jax.process_count() == 1:
+        return name
+    return f"{name} to process{'es' if len(stop.signalled) > 1 else ''} {', '.join(map(str, stop.signalled))}"
 
 
 def _save_sample_grid(run: Run, state: State) -> None:

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -24,38 +25,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Process 1 starts its first step this many seconds after process 0 (see launch_pair).
+# Code run in one process of a pair before main.py (see launch_pair).
+RUN_MAIN = "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\n"
+# Process 1 starts its first step this many seconds after process 0.
 COMPILE_SKEW_S = 35
-LATE_COMPILE = ("import sys, time; sys.path.insert(0, sys.argv[1].rpartition('/')[0])\n"
+LATE_COMPILE = ("import time\n"
                 "from mrigen import train\n"
                 "_make = train.make_train_step\n"
                 "def _late(*args, **kwargs):\n"
                 f"    time.sleep({COMPILE_SKEW_S})\n"
                 "    return _make(*args, **kwargs)\n"
-                "train.make_train_step = _late\n"
-                "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\n")
+                "train.make_train_step = _late\n")
 
 
-def launch_pair(workdir, *args, timeout=600, late_process_1=False):
+def stopping_after(steps: int, clock: bool) -> str:
+    """Code for one process: after its `steps`-th step of the launch, a SIGTERM to itself, or (clock) the
+    time budget runs out from then on."""
+    return ("import os, signal\n"
+            "from mrigen import progress\n"
+            "Reporter, _steps = progress.ProgressReporter, [0]\n"
+            "_advance, _out_of_time = Reporter.advance, Reporter.out_of_time\n"
+            "def _counted(self, batch_size):\n"
+            "    _advance(self, batch_size)\n"
+            "    _steps[0] += 1\n"
+            f"    if not {clock} and _steps[0] == {steps}:\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "Reporter.advance = _counted\n"
+            f"Reporter.out_of_time = lambda self: _out_of_time(self) or ({clock} and _steps[0] >= {steps})\n")
+
+
+def launch_pair(workdir, *args, timeout=600, code=None):
     """main.py as processes 0 and 1 of 2, each with 2 CPU devices; returns both results.
 
-    late_process_1: process 1 builds its train step COMPILE_SKEW_S seconds late, as a slower or busier
-    host compiles later (XLA:CPU's gloo collectives time out when processes reach one 30 s apart).
+    code: {process id: Python code} run in that process before main.py, e.g. LATE_COMPILE (process 1
+    builds its train step COMPILE_SKEW_S seconds late, as a slower or busier host compiles later; XLA:CPU's
+    gloo collectives time out when processes reach one 30 s apart) or stopping_after(...). Both processes
+    are killed, and the test fails, if either is still running after `timeout` seconds: a hang.
     """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     address = f"127.0.0.1:{free_port()}"
     processes = []
     for i in range(2):
-        prefix = [sys.executable, "-c", LATE_COMPILE] if late_process_1 and i == 1 else [sys.executable]
+        prefix = [sys.executable]
+        if code and i in code:
+            prefix += ["-c", "import sys; sys.path.insert(0, sys.argv[1].rpartition('/')[0])\n" + code[i] + RUN_MAIN]
         processes.append(subprocess.Popen(
             [*prefix, os.path.join(ROOT, "main.py"), SMOKE, f"--workdir={workdir}",
              f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}",
              "--distributed_timeout=60", *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + timeout
     results = []
-    for process in processes:
-        stdout, stderr = process.communicate(timeout=timeout)
-        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+            results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill()
+        outputs = [process.communicate()[1][-1500:] for process in processes]
+        pytest.fail(f"the pair was still running after {timeout} s (a hang); stderr tails: {outputs}")
     return results
 
 
@@ -68,6 +97,12 @@ def final_state(workdir, config):
         ckpt.close()
 
 
+def state_at(workdir, step, config, scratch):
+    """The state of `workdir`'s checkpoint `step`, read from a copy of that checkpoint alone in `scratch`."""
+    shutil.copytree(os.path.join(workdir, "checkpoints", str(step)), os.path.join(scratch, "checkpoints", str(step)))
+    return final_state(scratch, config)
+
+
 def weights(state):
     return jax.tree.leaves((state["g"], state["d"], state.get("g_ema")))
 
@@ -76,37 +111,50 @@ def assert_same_step(a, b):
     assert int(a["step"]) == int(b["step"]) and int(a["images_seen"]) == int(b["images_seen"])
 
 
-def test_two_processes_match_one_process_and_resume_as_a_pair(tmp_path, smoke_run, shared_cache_dir):
-    """Against the reference of one process with the 4 devices of conftest: the smoke run, 2 steps."""
-    workdir = str(tmp_path / "pair")
-    args = (f"--config.data.cache_dir={shared_cache_dir}", f"--config.train.epochs={4 * 8 / 137}")
-    for result in launch_pair(workdir, *args):
+def stats_steps(workdir):
+    with open(os.path.join(workdir, "stats.jsonl")) as f:
+        return [json.loads(line)["step"] for line in f]
+
+
+def test_two_processes_match_one_process_and_stop_together(tmp_path, smoke_run, shared_cache_dir):
+    """Against the reference of one process with the 4 devices of conftest (the smoke run, 2 steps), then
+    a pair stopped by a SIGTERM to one process and by one process's clock, resumed: as an uninterrupted pair."""
+    straight_dir, workdir = str(tmp_path / "straight"), str(tmp_path / "pair")
+    args = (f"--config.data.cache_dir={shared_cache_dir}", f"--config.train.epochs={6 * 8 / 137}")  # 6 steps
+    for result in launch_pair(straight_dir, *args, "--config.checkpoint_every_steps=1",
+                              "--config.keep_checkpoints=6"):
         assert result.returncode == 0, result.stderr[-3000:]
     config = smoke_config()
-    straight = final_state(workdir, config)
-    shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
 
     # After 2 steps the pair holds the single process's weights up to the order of its float sums: within
     # half an Adam step (learning rate 2e-4), where gradients left unaveraged would move weights a whole
     # step. Later steps cannot be compared: at init these tiny GANs amplify a 1e-7 difference to 1e-3 in
     # 4 steps (one process with 1 device vs 4 devices differs as much).
-    at_two, reference = final_state(workdir, config), final_state(smoke_run, config)
+    at_two, reference = state_at(straight_dir, 2, config, str(tmp_path / "at2")), final_state(smoke_run, config)
     assert_same_step(at_two, reference)
     assert int(at_two["step"]) == 2
     for x, y in zip(weights(at_two), weights(reference)):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
 
-    # Resume from step 2 as a pair, one process compiling late: bit-identical to 4 straight steps.
-    for result in launch_pair(workdir, *args, late_process_1=True):
+    # SIGTERM to process 1 after step 3: both save checkpoint 3 and exit 128 + 15, none goes on to step 4.
+    for result in launch_pair(workdir, *args, code={1: stopping_after(3, clock=False)}):
+        assert result.returncode == 143, result.stderr[-3000:]
+        assert "stopped by SIGTERM to process 1 after step 3; checkpoint 3 is saved" in result.stderr
+    assert checkpoint.complete_steps(os.path.join(workdir, "checkpoints")) == [2, 3]
+
+    # Resumed, process 1 compiling late; process 0 alone runs out of time after step 5: both stop there.
+    for result in launch_pair(workdir, *args, code={0: stopping_after(2, clock=True), 1: LATE_COMPILE}):
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "Time budget reached after step 5" in result.stderr
     resumed = final_state(workdir, config)
+    straight = state_at(straight_dir, 5, config, str(tmp_path / "at5"))
     assert_same_step(resumed, straight)
+    assert int(resumed["step"]) == 5
     for x, y in zip(weights(resumed), weights(straight)):
         np.testing.assert_array_equal(x, y)
-    with open(os.path.join(workdir, "stats.jsonl")) as f:
-        steps = [json.loads(line)["step"] for line in f]
-    assert steps == [1, 2, 3, 4]  # written by process 0 only, once per step; the resumed steps replace theirs
-    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_00000002.png", "step_00000004.png"]
+    assert stats_steps(workdir) == [1, 2, 3, 4, 5]  # written by process 0 only, once per step
+    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == [
+        "step_00000002.png", "step_00000004.png", "step_00000005.png"]
 
 
 def test_unreachable_coordinator_is_a_one_line_error_not_a_hang(tmp_path):
