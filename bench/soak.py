@@ -12,7 +12,7 @@ so the kills spread over the whole run. Then it checks that
 
   - the final checkpoint's state equals the reference's, leaf by leaf, bit for bit
     (G, D, the moving average, both optimizer states, step, images seen, RNG, ...),
-  - stats.jsonl holds each step 1..N once, in order, with the reference's values,
+  - stats.jsonl holds each step 1..N once, in order, with the reference's values, and so does TensorBoard,
   - the same checkpoints are kept, and the same sample grids written, byte for byte,
   - no temporary checkpoint folder or temporary file is left, and train.lock is gone,
   - every kill was a kill (exit -9), no half-written folder was ever listed as a checkpoint,
@@ -22,9 +22,9 @@ It prints each kill and a table, writes soak.json into --workdir and exits 1 if
 a check fails (2 for bad flags). Both runs share a JAX compilation cache, so a
 restart loads its programs instead of compiling them.
 
-Run (the README's result, ~14 min on 2 cores):
+Run (the README's result: 10-15 min on 2 cores; each start of main.py takes 20-40 s to its first step):
   .venv/bin/python bench/soak.py --workdir=/tmp/soak
-  .venv/bin/python bench/soak.py --workdir=/tmp/soak-progan --config=configs/progan.py:smoke --kills=8
+  .venv/bin/python bench/soak.py --workdir=/tmp/soak-progan --config=configs/progan.py:smoke --kills=10
   .venv/bin/python bench/soak.py --workdir=DIR --set train.epochs=2 --set checkpoint_every_steps=2
 """
 
@@ -42,11 +42,11 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO_ROOT, os.path.dirname(os.path.abspath(__file__))]
 
-from mrigen import checkpoint, experiment, run_config, workdir_lock  # noqa: E402
+from mrigen import checkpoint, experiment, run_config, tensorboard, workdir_lock  # noqa: E402
 from mrigen.errors import UserError  # noqa: E402
 from mrigen.plots import STATS_FILE  # noqa: E402
-from soak_checks import (TMP_CHECKPOINT, file_differences, flat_leaves, state_differences, stats_problems,  # noqa: E402
-                         stray_temporaries)
+from soak_checks import (TMP_CHECKPOINT, file_differences, file_lines, flat_leaves, scalar_differences,  # noqa: E402
+                         state_differences, stats_problems, stray_temporaries)
 
 # Every step logged, a checkpoint every 4 steps, a sample grid every 5; each model's run long enough
 # (DCGAN and SRResNet: 80 steps on the 137 MNI152 slices at batch 8; ProGAN smoke: 5 stages of 12).
@@ -128,7 +128,7 @@ class Launch:
 
     def error_line(self) -> str:
         lines = [line for line in self.log().splitlines() if line.startswith("error: ") or "Error" in line]
-        return lines[-1] if lines else "(no error line; see the log)"
+        return lines[-1].removeprefix("error: ") if lines else f"no error line in {self.log_path}"
 
 
 def has_written(launch: Launch, workdir: str) -> bool:
@@ -167,8 +167,9 @@ def wait_for_moment(launch: Launch, workdir: str, moment: str, target: int, fina
     def written_and(condition):
         return lambda: has_written(launch, workdir) and condition()
 
-    if moment == "startup":
-        return sleep_while_running(launch, rng.uniform(0.05, 0.95) * startup_s)
+    if moment == "startup":  # a random delay, cut short at the first step: start-up was quicker than thought
+        deadline = time.time() + rng.uniform(0.05, 0.95) * startup_s
+        return wait_until(launch, lambda: time.time() >= deadline or has_written(launch, workdir))
     if moment == "mid_save":
         return wait_until(launch, written_and(lambda: any(
             int(name.split(".")[0]) >= target for name in temporary_checkpoints(workdir))))
@@ -249,7 +250,7 @@ def soak(command: list[str], workdir: str, kills: int, final_step: int, every: i
         record, found = kill_once(number, kills, moment, launch, workdir, final_step, left_lock)
         records.append({**record, "target": target})
         problems += found
-        if moment != "startup" and launch.first_write is not None:  # start-up kills: within the fastest start
+        if launch.first_write is not None:  # start-up kills land within the quickest start-up seen
             startup_s = min(startup_s, launch.first_write)
     left_lock = os.path.exists(lock)
     launch = Launch(command, os.path.join(logs, "run_last.log"), env)
@@ -259,13 +260,13 @@ def soak(command: list[str], workdir: str, kills: int, final_step: int, every: i
     return records, problems + lock_problem("the last run", launch, left_lock)
 
 
-def time_to_first_step(command: list[str], workdir: str, env: dict, log_path: str) -> tuple[float, float, int]:
-    """Runs `command` to its end: (seconds to its first stats.jsonl line, seconds in all, exit status)."""
+def time_to_first_step(command: list[str], workdir: str, env: dict, log_path: str) -> tuple[float, float, Launch]:
+    """Runs `command` to its end: (seconds to its first stats.jsonl line, seconds in all, the run)."""
     launch = Launch(command, log_path, env)
     wait_until(launch, lambda: has_written(launch, workdir))
     first = time.time() - launch.started
-    returncode = launch.process.wait(timeout=RUN_TIMEOUT_S)
-    return first, time.time() - launch.started, returncode
+    launch.process.wait(timeout=RUN_TIMEOUT_S)
+    return first, time.time() - launch.started, launch
 
 
 # ---------------------------------------------------------------- verdict
@@ -283,16 +284,12 @@ def check_rows(soaked: str, reference: str, final_step: int, records: list[dict]
     rows.append(("final state", not differences, "; ".join(differences[:5]) or
                  f"step {int(reference_state['step'])}: {len(flat_leaves(reference_state))} leaves bit for bit "
                  f"the reference's ({', '.join(sorted(reference_state))})"))
-    with open(os.path.join(reference, STATS_FILE)) as f:
-        expected = [json.loads(line) for line in f]
-    try:
-        with open(os.path.join(soaked, STATS_FILE)) as f:
-            lines = f.readlines()
-    except FileNotFoundError:
-        lines = []
-    problems = stats_problems(lines, expected, final_step)
+    expected = [json.loads(line) for line in file_lines(os.path.join(reference, STATS_FILE))]
+    problems = stats_problems(file_lines(os.path.join(soaked, STATS_FILE)), expected, final_step)
     rows.append(("stats.jsonl", not problems, "; ".join(problems) or
                  f"steps 1..{final_step} once each, in order, the reference's values"))
+    scalars = scalar_differences(tensorboard.read_scalars(soaked), tensorboard.read_scalars(reference))
+    rows.append(("TensorBoard", not scalars, "; ".join(scalars[:3]) or "every scalar once per step, as the reference"))
     kept, kept_reference = complete_steps(soaked), complete_steps(reference)
     rows.append(("checkpoints kept", kept == kept_reference, f"{kept} (reference {kept_reference})"))
     grids = file_differences(os.path.join(soaked, "samples"), os.path.join(reference, "samples"))
@@ -336,8 +333,9 @@ def overrides(args: argparse.Namespace, model: str) -> dict:
     return values
 
 
-def main_command(args: argparse.Namespace, workdir: str, values: dict) -> list[str]:
-    return [sys.executable, os.path.join(REPO_ROOT, "main.py"), f"--config={args.config}", f"--workdir={workdir}",
+def main_command(config: str, workdir: str, values: dict) -> list[str]:
+    """`python main.py` as both runs start it, from the repository's root."""
+    return [sys.executable, os.path.join(REPO_ROOT, "main.py"), f"--config={config}", f"--workdir={workdir}",
             *(f"--config.{key}={value}" for key, value in values.items())]
 
 
@@ -355,20 +353,21 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(f"--config: {e}") from None
     values = overrides(args, model)
+    config = os.path.relpath(os.path.abspath(path), REPO_ROOT) + (f":{variant}" if variant else "")
     values.setdefault("data.cache_dir", os.path.join(workdir, "data-cache"))
     every = int(values.get("checkpoint_every_steps", 1000))
     os.makedirs(logs, exist_ok=True)
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=args.jax_cache or os.path.join(workdir, "jax-cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    print(f"reference: {' '.join(main_command(args, reference, values))}", flush=True)
-    startup_s, reference_s, returncode = time_to_first_step(
-        main_command(args, reference, values), reference, env, os.path.join(logs, "reference.log"))
-    if returncode != 0:
-        raise UserError(f"the reference run exited {returncode}; see {os.path.join(logs, 'reference.log')}")
+    print(f"reference: {' '.join(main_command(config, reference, values))}", flush=True)
+    startup_s, reference_s, launch = time_to_first_step(
+        main_command(config, reference, values), reference, env, os.path.join(logs, "reference.log"))
+    if launch.process.returncode != 0:
+        raise UserError(f"the reference run exited {launch.process.returncode}: {launch.error_line()}")
     final_step = max(logged_steps(reference))
     print(f"reference: {final_step} steps in {reference_s:.0f} s ({startup_s:.0f} s to its first step)", flush=True)
     started = time.time()
-    records, problems = soak(main_command(args, soaked, values), soaked, args.kills, final_step, every,
+    records, problems = soak(main_command(config, soaked, values), soaked, args.kills, final_step, every,
                                 startup_s, env, logs, args.seed)
     soaked_s = time.time() - started
     rows = check_rows(soaked, reference, final_step, records, args.kills, problems)

@@ -23,6 +23,15 @@ def stray_temporaries(workdir: str) -> list[str]:
     return sorted(found)
 
 
+def file_lines(path: str) -> list[str]:
+    """The lines of a text file, each with its newline (the last may lack one); [] if it is missing."""
+    try:
+        with open(path) as f:
+            return f.readlines()
+    except FileNotFoundError:
+        return []
+
+
 def stats_problems(lines: list[str], reference: list[dict], final_step: int) -> list[str]:
     """What is wrong with a stats.jsonl's lines: cut or unreadable lines, steps not 1..final_step once each
     and in order, values unlike the reference's records (timings aside). [] if nothing."""
@@ -99,4 +108,18 @@ def file_differences(soaked_dir: str, reference_dir: str) -> list[str]:
         with open(os.path.join(soaked_dir, name), "rb") as x, open(os.path.join(reference_dir, name), "rb") as y:
             if x.read() != y.read():
                 problems.append(f"{name}: differs")
+    return problems
+
+
+def scalar_differences(soaked: dict, reference: dict) -> list[str]:
+    """TensorBoard's {tag: [(step, value), ...]} (purges applied) unlike the reference's, timings aside."""
+    tags = sorted(tag for tag in set(soaked) | set(reference) if tag.split("/")[-1] not in TIMING_FIELDS)
+    problems = []
+    for tag in tags:
+        a, b = soaked.get(tag, []), reference.get(tag, [])
+        if a != b:
+            steps = [s for s, _ in a]
+            again = sorted({s for s in steps if steps.count(s) > 1})
+            problems.append(f"{tag}: {len(a)} points, the reference {len(b)}"
+                            + (f", steps {again} more than once" if again else ", other values"))
     return problems

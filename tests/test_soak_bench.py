@@ -116,3 +116,15 @@ def test_temporaries_left_anywhere_in_a_workdir_are_found(checks, tmp_path):
     (tmp_path / "checkpoints" / "12.orbax-checkpoint-tmp").rmdir()
     (tmp_path / "samples" / "step_00000010.png.4242.tmp").unlink()
     assert checks.stray_temporaries(str(tmp_path)) == []
+
+
+def test_tensorboard_scalars_must_be_the_reference_s_once_per_step_timings_aside(checks):
+    reference = {"loss/d_loss": [(1, 0.5), (2, 0.4)], "progress/img_per_sec": [(1, 90.0), (2, 95.0)]}
+    retimed = {"loss/d_loss": [(1, 0.5), (2, 0.4)], "progress/img_per_sec": [(1, 10.0), (2, 11.0)]}
+    assert checks.scalar_differences(retimed, reference) == []
+    twice = {"loss/d_loss": [(1, 0.5), (2, 0.4), (2, 0.4)]}
+    assert checks.scalar_differences(twice, reference) == ["loss/d_loss: 3 points, the reference 2, steps [2] more "
+                                                           "than once"]
+    other = {"loss/d_loss": [(1, 0.5), (2, 0.41)], "loss/g_loss": [(1, 0.7)]}
+    assert checks.scalar_differences(other, reference) == ["loss/d_loss: 2 points, the reference 2, other values",
+                                                           "loss/g_loss: 1 points, the reference 0, other values"]
