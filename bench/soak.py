@@ -45,8 +45,8 @@ sys.path[:0] = [REPO_ROOT, os.path.dirname(os.path.abspath(__file__))]
 from mrigen import checkpoint, experiment, run_config, tensorboard, workdir_lock  # noqa: E402
 from mrigen.errors import UserError  # noqa: E402
 from mrigen.plots import STATS_FILE  # noqa: E402
-from soak_checks import (TMP_CHECKPOINT, file_differences, file_lines, flat_leaves, scalar_differences,  # noqa: E402
-                         state_differences, stats_problems, stray_temporaries)
+from soak_checks import (file_differences, file_lines, flat_leaves, scalar_differences, state_differences,  # noqa: E402
+                         stats_problems, stray_temporaries, temporary_checkpoints)
 
 # Every step logged, a checkpoint every 4 steps, a sample grid every 5; each model's run long enough
 # (DCGAN and SRResNet: 80 steps on the 137 MNI152 slices at batch 8; ProGAN smoke: 5 stages of 12).
@@ -73,13 +73,6 @@ def logged_steps(workdir: str) -> list[int]:
 
 def complete_steps(workdir: str) -> list[int]:
     return checkpoint.complete_steps(os.path.join(workdir, "checkpoints"))
-
-
-def temporary_checkpoints(workdir: str) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(os.path.join(workdir, "checkpoints")) if TMP_CHECKPOINT in n)
-    except FileNotFoundError:
-        return []
 
 
 def listed_latest(workdir: str):
@@ -172,7 +165,7 @@ def wait_for_moment(launch: Launch, workdir: str, moment: str, target: int, fina
         return wait_until(launch, lambda: time.time() >= deadline or has_written(launch, workdir))
     if moment == "mid_save":
         return wait_until(launch, written_and(lambda: any(
-            int(name.split(".")[0]) >= target for name in temporary_checkpoints(workdir))))
+            int(name.split(".")[0]) >= target for name in temporary_checkpoints(workdir, launch.started))))
     if moment == "after_save":
         return (wait_until(launch, written_and(lambda: max(complete_steps(workdir), default=0) >= target))
                 and sleep_while_running(launch, rng.uniform(0.0, 0.05)))
@@ -195,11 +188,11 @@ def kill_plan(kills: int, final_step: int, every: int, rng: random.Random) -> li
     return list(zip(moments, targets)) + ([("finishing", final_step)] if kills else [])
 
 
-def doing(launch: Launch, workdir: str, final_step: int) -> str:
+def doing(launch: Launch, workdir: str, final_step: int, resumed_from: int) -> str:
     """What a killed run was doing, from what it left: its log and its workdir."""
-    if not has_written(launch, workdir):
-        return "restoring / compiling" if "Data: " in launch.log() else "starting (imports, data)"
     last = max(logged_steps(workdir), default=0)
+    if not has_written(launch, workdir) or last <= resumed_from:
+        return "restoring / compiling" if "Data: " in launch.log() else "starting (imports, data)"
     return "finishing (final save, grid, plots)" if last >= final_step else "training"
 
 
@@ -208,21 +201,21 @@ def lock_problem(name: str, launch: Launch, left_lock: bool) -> list[str]:
     took_over = "taking over the lock of" in launch.log()
     if took_over == left_lock:
         return []
-    return [f"{name}: {'took over a lock no killed run left' if took_over else 'left the lock of a killed run alone'}"]
+    return [f"{name}: took over a lock no killed run left" if took_over else f"{name}: left a killed run's lock"]
 
 
 def kill_once(number: int, kills: int, moment: str, launch: Launch, workdir: str, final_step: int,
-              left_lock: bool) -> tuple[dict, list[str]]:
+              resumed_from: int, left_lock: bool) -> tuple[dict, list[str]]:
     """SIGKILLs `launch` now; what it left (printed), and what is wrong with it."""
     launch.process.send_signal(signal.SIGKILL)
     seconds = time.time() - launch.started
     returncode = launch.process.wait(timeout=RUN_TIMEOUT_S)
     written = has_written(launch, workdir)
-    saving = temporary_checkpoints(workdir) if written else []  # before it wrote, they may be older runs'
+    saving = temporary_checkpoints(workdir, launch.started)
     latest, listed = max(complete_steps(workdir), default=None), listed_latest(workdir)
-    record = {"kill": number, "moment": moment, "seconds": round(seconds, 2),
-              "doing": doing(launch, workdir, final_step), "last_logged": max(logged_steps(workdir), default=0),
-              "saving": saving, "latest_checkpoint": latest, "returncode": returncode}
+    record = {"kill": number, "moment": moment, "seconds": round(seconds, 2), "returncode": returncode,
+              "doing": doing(launch, workdir, final_step, resumed_from), "saving": saving,
+              "last_logged": max(logged_steps(workdir), default=0), "latest_checkpoint": latest}
     save = f"save in progress: {', '.join(saving)}" if saving else "no save in progress"
     print(f"kill {number:2d}/{kills}  +{seconds:5.1f} s  {moment:10s}  {record['doing']:36s}  last logged step "
           f"{record['last_logged']:3d}  {save}; resumes from {latest if latest is not None else 'scratch'}", flush=True)
@@ -247,7 +240,7 @@ def soak(command: list[str], workdir: str, kills: int, final_step: int, every: i
         if not wait_for_moment(launch, workdir, moment, max(target, resumes_from + 1), final_step, startup_s, rng):
             return records, problems + [f"run {number} ended (exit {launch.process.returncode}) before its kill "
                                         f"({moment}, step {target}): {launch.error_line()}"]
-        record, found = kill_once(number, kills, moment, launch, workdir, final_step, left_lock)
+        record, found = kill_once(number, kills, moment, launch, workdir, final_step, resumes_from, left_lock)
         records.append({**record, "target": target})
         problems += found
         if launch.first_write is not None:  # start-up kills land within the quickest start-up seen

@@ -1,6 +1,6 @@
 """The soak benchmark's checks (bench/soak.py): a soaked run's outputs against an uninterrupted run's.
 
-Pure functions of files and pytrees, so that tests/test_soak_bench.py can show
+Functions of files and pytrees only, so that tests/test_soak_bench.py can show
 on small made-up inputs that each one still finds what it is for.
 """
 
@@ -10,6 +10,23 @@ import os
 
 TIMING_FIELDS = {"img_per_sec", "elapsed_sec", "time"}  # when a step ran, not what it computed
 TMP_CHECKPOINT = ".orbax-checkpoint-tmp"  # Orbax's name for a checkpoint folder still being written
+
+
+def temporary_checkpoints(workdir: str, since: float) -> list[str]:
+    """The checkpoint folders still being written that were made at or after time `since` (not older runs')."""
+    directory = os.path.join(workdir, "checkpoints")
+    try:
+        names = [n for n in os.listdir(directory) if TMP_CHECKPOINT in n]
+    except FileNotFoundError:
+        return []
+    made = []
+    for name in names:
+        try:
+            if os.stat(os.path.join(directory, name)).st_ctime >= since:
+                made.append(name)
+        except FileNotFoundError:  # renamed, complete, meanwhile
+            pass
+    return sorted(made)
 
 
 def stray_temporaries(workdir: str) -> list[str]:

@@ -7,6 +7,7 @@ not part of the suite; these make sure its verdict cannot silently pass.
 import importlib.util
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -128,3 +129,11 @@ def test_tensorboard_scalars_must_be_the_reference_s_once_per_step_timings_aside
     other = {"loss/d_loss": [(1, 0.5), (2, 0.41)], "loss/g_loss": [(1, 0.7)]}
     assert checks.scalar_differences(other, reference) == ["loss/d_loss: 2 points, the reference 2, other values",
                                                            "loss/g_loss: 1 points, the reference 0, other values"]
+
+
+def test_only_the_saves_a_run_began_count_as_its_saves_in_progress(checks, tmp_path):
+    (tmp_path / "checkpoints" / "8").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "12.orbax-checkpoint-tmp").mkdir()
+    assert checks.temporary_checkpoints(str(tmp_path), since=time.time() - 60) == ["12.orbax-checkpoint-tmp"]
+    assert checks.temporary_checkpoints(str(tmp_path), since=time.time() + 60) == []  # an older run's
+    assert checks.temporary_checkpoints(str(tmp_path / "nothing"), since=0) == []
