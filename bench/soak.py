@@ -22,7 +22,7 @@ It prints each kill and a table, writes soak.json into --workdir and exits 1 if
 a check fails (2 for bad flags). Both runs share a JAX compilation cache, so a
 restart loads its programs instead of compiling them.
 
-Run (the README's result: 10-15 min on 2 cores; each start of main.py takes 20-40 s to its first step):
+Run (the README's result: 10-15 min on 2 shared cores; each start takes 20-55 s to its first step):
   .venv/bin/python bench/soak.py --workdir=/tmp/soak
   .venv/bin/python bench/soak.py --workdir=/tmp/soak-progan --config=configs/progan.py:smoke --kills=10
   .venv/bin/python bench/soak.py --workdir=DIR --set train.epochs=2 --set checkpoint_every_steps=2
