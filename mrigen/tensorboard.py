@@ -37,9 +37,11 @@ def tag(name: str) -> str:
 class Writer:
     """Scalars and images for one workdir's event file, written in the caller's thread.
 
-    resume_step: the checkpoint step a resumed run continues from; TensorBoard
-    then drops the events an earlier process wrote after it (those steps are
-    trained again), so curves have no doubled segments. Events are written as
+    resume_step: the checkpoint step a training run continues from (0: from
+    scratch); TensorBoard then drops the events an earlier process wrote after
+    it (those steps are trained again, also those of a run killed before its
+    first checkpoint), so curves have no doubled segments. None (an evaluation
+    adding its scalars): nothing is dropped. Events are written as
     they come (tensorboardX's SummaryWriter writes from a thread of its own,
     where a full disk would go unreported), so a failed write raises WriteError
     naming the file; the file is flushed every FLUSH_SECONDS and at close.
@@ -47,7 +49,7 @@ class Writer:
 
     FLUSH_SECONDS = 20.0
 
-    def __init__(self, logdir: str, resume_step: int = 0):
+    def __init__(self, logdir: str, resume_step: Optional[int] = None):
         from tensorboardX.proto.event_pb2 import Event, SessionLog  # Deferred: importing it takes ~1 s.
         from tensorboardX.record_writer import RecordWriter
 
@@ -61,7 +63,7 @@ class Writer:
             self._records = RecordWriter(self.path)
         self._flushed_at = time.monotonic()
         self._write(Event(file_version="brain.Event:2"))
-        if resume_step:
+        if resume_step is not None:
             self._write(Event(step=resume_step + 1, session_log=SessionLog(status=SessionLog.START)))
 
     def scalars(self, step: int, record: dict, prefix: Optional[str] = None) -> None:

@@ -50,6 +50,22 @@ def test_a_resumed_run_replaces_the_events_it_trains_again(tmp_path):
         "loss/d_loss": [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0), (6, 16.0)]}
 
 
+def test_a_run_restarted_from_scratch_replaces_the_events_of_one_killed_before_its_first_checkpoint(tmp_path):
+    writer = tensorboard.Writer(str(tmp_path), resume_step=0)
+    for step in range(1, 5):  # killed after logging step 4, before any checkpoint
+        writer.scalars(step, {"d_loss": float(step)})
+    writer.close()
+    writer = tensorboard.Writer(str(tmp_path), resume_step=0)
+    for step in range(1, 6):
+        writer.scalars(step, {"d_loss": 10.0 + step})
+    writer.close()
+    writer = tensorboard.Writer(str(tmp_path))  # an evaluation's scalars drop nothing
+    writer.scalars(5, {"rho": 0.5}, prefix="eval")
+    writer.close()
+    assert tensorboard.read_scalars(str(tmp_path)) == {
+        "loss/d_loss": [(step, 10.0 + step) for step in range(1, 6)], "eval/rho": [(5, 0.5)]}
+
+
 # ---------------------------------------------------------------- plots
 
 
