@@ -96,3 +96,29 @@ def test_samples_follow_their_labels_on_a_two_class_set():
         fake = np.asarray(sampling.generate(arch.generator(stage), state["g"], z, 1.0, jnp.full(32, label)))
         top_minus_bottom = fake[:, :16].mean(axis=(1, 2, 3)) - fake[:, 16:].mean(axis=(1, 2, 3))
         assert np.mean(sign * top_minus_bottom > 0.5) >= 0.9, (CLASSES[label], top_minus_bottom)
+
+
+@pytest.mark.parametrize("model, loss", [("dcgan", "dragan"), ("srresnet", "r1"), ("progan", "wgan_gp")])
+def test_every_family_trains_conditionally_with_a_gradient_penalty(model, loss):
+    """One step of each family, with each penalty (computed on the conditional D, which refuses to run
+    without labels): finite, and every class's G embedding and D projection vector took a step."""
+    rng = np.random.default_rng(1)
+    images = np.concatenate([half_bright_images(8, 0, rng), half_bright_images(8, 1, rng)])
+    dataset = data.Dataset(images=images, source="toy", cache_key="toy",
+                           labels=np.array([0] * 8 + [1] * 8, np.int32), class_names=CLASSES)
+    config = smoke_config(model, loss=loss)
+    arch = models.build(config, CLASSES)
+    stage, optimizer, mesh = arch.stages[0], state_lib.create_optimizer(config.train), parallel.data_mesh()
+    replicated = parallel.replicated(mesh)
+    step_fn = train.make_train_step(arch, stage, 0, 10, losses.get(loss), optimizer, config.train, len(dataset),
+                                    mesh)
+    start = jax.device_get(state_lib.initial_state(arch, stage, optimizer, 0, 8, config.train))
+    state, metrics = step_fn(jax.device_put(start, replicated), jax.device_put(train.device_data(dataset), replicated))
+    state, metrics = jax.device_get((state, metrics))
+    assert np.isfinite(metrics["penalty"]) and metrics["penalty"] > 0
+    d_params = lambda s: s["d"]["params"]["b4"] if model == "progan" else s["d"]["params"]  # noqa: E731
+    d_moved = np.abs(d_params(state)["label_projection"]["embedding"]
+                     - d_params(start)["label_projection"]["embedding"]).max(axis=1)
+    g_moved = np.abs(state["g"]["params"]["label_embed"]["embedding"]
+                     - start["g"]["params"]["label_embed"]["embedding"]).max(axis=1)
+    assert np.all(d_moved > 0) and np.all(g_moved > 0)  # every class's vector took a step

@@ -113,3 +113,15 @@ def test_per_class_needs_a_run_with_labels_and_the_sample_mode(smoke_run, tmp_pa
                           "--per_class: works with --mode=sample, not interpolate")
     assert_one_line_error(main_in_process(SMOKE, f"--workdir={smoke_run}", "--mode=sample", "--per_class=-1"),
                           "--per_class: -1 must be at least 0")
+
+
+def test_bad_labels_are_one_line_errors_of_main(tmp_path):
+    assert_one_line_error(main_in_process(SMOKE, f"--workdir={tmp_path / 'a'}", "--config.data.labels=folder"),
+                          "config.data.labels: unknown label source 'folder'")
+    root = tmp_path / "data"
+    os.makedirs(root / "x")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / "x" / "0.png")
+    (tmp_path / "l.csv").write_text("file,label\nx/0.png,A\nx/1.png,B\n")
+    assert_one_line_error(main_in_process(SMOKE, f"--workdir={tmp_path / 'b'}", f"--config.data.path={root}",
+                                          f"--config.data.labels=csv:{tmp_path / 'l.csv'}"),
+                          "config.data.labels: ", "line 3: 'x/1.png' is not an image file under")
