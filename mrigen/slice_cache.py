@@ -2,7 +2,7 @@
 
 A set is stored under its key (data.fingerprint of its files and options) as
 slices_<key>.npy, subjects_<key>.npy and origins_<key>.npy (the index of
-each slice's file), written atomically, read without pickle.
+each slice's file), written atomically and read with allow_pickle=False.
 """
 
 import logging
