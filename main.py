@@ -6,6 +6,7 @@
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --dry_run
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=sample --num_samples=100 --out=samples
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=sample --format=nifti --out=generated
+  python main.py --config=configs/dcgan.py --workdir=workdirs/cond --mode=sample --per_class=100 --out=by_class
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=evaluate
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=plots
   python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/experiment
@@ -30,6 +31,8 @@ flags.DEFINE_bool("overwrite", False, "--mode=sample: replace the images already
 flags.DEFINE_enum("format", "png", ["png", "oasis", "nifti"],
                   "--mode=sample: flat PNG files, the OASIS keras_png_slices layout, or NIfTI stacks.")
 flags.DEFINE_integer("slices_per_volume", 32, "--mode=sample --format=nifti: slices stacked in each file.")
+flags.DEFINE_integer("per_class", 0, "--mode=sample, a run trained with data.labels: this many images of each "
+                     "class, in OUT/<class>/ (0: --num_samples images, the classes in turn).")
 flags.DEFINE_integer("sample_seed", 0, "--mode=sample/interpolate/evaluate: seed of the latents.")
 flags.DEFINE_bool("raw_generator", False, "--mode=sample/interpolate/evaluate: G's own weights, not their "
                   "moving average (runs with train.ema_kimg > 0 sample the average by default).")

@@ -212,3 +212,14 @@ def ada_adjust(p, mean_sign_real, target: float, images_per_adjust: int, ada_kim
     step = images_per_adjust / (ada_kimg * 1000.0)
     p = jnp.asarray(p, jnp.float32)
     return jnp.clip(p + jnp.sign(jnp.asarray(mean_sign_real, jnp.float32) - target) * step, 0.0, 1.0)
+
+
+def ada_step(p, sign_sum, steps_done, batch_size: int, tc):
+    """ADA every tc.ada_interval steps: p moved by the mean sign of D(real) since the last move.
+
+    sign_sum: the sum of sign(D(real)) over the images since then; returns (p, sign_sum), both reset when moved.
+    """
+    images = tc.ada_interval * batch_size
+    due = steps_done % tc.ada_interval == 0
+    moved = ada_adjust(p, sign_sum / images, tc.ada_target, images, tc.ada_kimg)
+    return jnp.where(due, moved, p), jnp.where(due, jnp.float32(0.0), sign_sum)

@@ -101,6 +101,10 @@ def check_flags(mode: str, flags) -> None:
                         f"(training writes into --workdir)")
     if flags.eval_images is not None and mode != "evaluate":
         raise UserError(f"--eval_images: works with --mode=evaluate, not {mode}")
+    if flags.per_class and mode != "sample":
+        raise UserError(f"--per_class: works with --mode=sample, not {mode}")
+    if flags.per_class < 0:
+        raise UserError(f"--per_class: {flags.per_class} must be at least 0 (0: --num_samples images in all)")
     if flags.num_eval < 0:
         raise UserError(f"--num_eval: {flags.num_eval} must be at least 0 (0: as many as the held-out real half)")
     if flags.out is not None:
@@ -258,7 +262,7 @@ def dry_run(mode: str, config) -> None:
 
 
 def sample(workdir: str, flags) -> None:
-    """Writes --num_samples generated images in --format (png, oasis, nifti) with a manifest."""
+    """Writes --num_samples generated images (or --per_class of each class) in --format with a manifest."""
     from mrigen import export, sampling
 
     sampler = sampling.load_sampler(workdir, ema=not flags.raw_generator)
@@ -268,8 +272,9 @@ def sample(workdir: str, flags) -> None:
             "seed": flags.sample_seed, "generator": "moving average" if sampler.ema else "raw"}
     manifest = export.export(sampler, jax.random.PRNGKey(flags.sample_seed), flags.num_samples, out,
                              flags.format, info, overwrite=flags.overwrite,
-                             slices_per_volume=flags.slices_per_volume)
-    print(f"wrote {manifest['count']} images of {sampler.resolution}x{sampler.resolution} "
+                             slices_per_volume=flags.slices_per_volume, per_class=flags.per_class)
+    classes = f" ({flags.per_class} of each of {', '.join(sampler.class_names)})" if flags.per_class else ""
+    print(f"wrote {manifest['count']} images{classes} of {sampler.resolution}x{sampler.resolution} "
           f"(checkpoint step {sampler.step}{', moving average of G' if sampler.ema else ''}) as {len(manifest['files'])} {flags.format} files "
           f"and manifest.json to {out}")
 
@@ -282,7 +287,8 @@ def interpolate(workdir: str, flags, rows: int = 8, steps: int = 10) -> None:
     grid = sampling.interpolation(sampler, jax.random.PRNGKey(flags.sample_seed), rows=rows, steps=steps)
     path = os.path.join(flags.out or workdir, f"interpolation_step{sampler.step}.png")
     images.save_grid(grid, path, columns=steps)
-    print(f"wrote {path}: {rows} latent walks of {steps} images, {sampler.resolution}x{sampler.resolution}")
+    within = f", row i within class i mod {len(sampler.class_names)}" if sampler.class_names else ""
+    print(f"wrote {path}: {rows} latent walks of {steps} images, {sampler.resolution}x{sampler.resolution}{within}")
 
 
 def evaluate(config, workdir: str, flags) -> None:

@@ -28,6 +28,10 @@ def get_config(model: str, loss: str) -> ml_collections.ConfigDict:
     # such as "0.2" (split off by subject), or a folder/file of images (docs/data.md).
     config.data.holdout = ""
     config.data.mirror = False  # Also train on each slice mirrored left-right (twice the images).
+    # Classes of the slices, for conditional models: "" (none), "folders", "csv:PATH" or "slice_level:K"
+    # (docs/data.md).
+    config.data.labels = ""
+    config.data.balanced = False  # With labels: batches hold the classes in turn, not as the data has them.
 
     config.arch = ml_collections.ConfigDict()
     config.arch.width = 1.0  # Multiplies every channel count (1.0 = the paper's model).

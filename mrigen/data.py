@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from mrigen import labels as labels_lib
+from mrigen import slice_cache
 from mrigen.errors import UserError, first_line
 
 MNI152_SOURCE = "MNI152 2009a T1 template (shipped with nilearn)"
@@ -41,12 +43,16 @@ class Dataset:
       artefacts (the PCA basis) are stored under it.
     subjects: [N] int32, equal for slices of one subject (or volume, where
       the files name no subject); a PNG that names none is its own.
+    labels: [N] int32 class of each slice (mrigen.labels), or None without labels.
+    class_names: the classes' names, labels index them; () without labels.
     """
 
     images: np.ndarray
     source: str
     cache_key: str
     subjects: np.ndarray = None
+    labels: np.ndarray = None
+    class_names: tuple = ()
 
     @property
     def resolution(self) -> int:
@@ -226,8 +232,8 @@ def subject_ids(names: Sequence[str]) -> np.ndarray:
 
 
 def slices_from_files(pngs: Sequence[str], volumes: Sequence[str], resolution: int,
-                      min_foreground: float) -> tuple[np.ndarray, np.ndarray]:
-    """Decodes the files into [N, resolution, resolution, 1] uint8 and their [N] subjects."""
+                      min_foreground: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decodes the files into [N, resolution, resolution, 1] uint8, their [N] subjects and [N] file indices."""
     def png_slice(path):
         return square_and_resize(png_to_gray_u8(path), resolution)
 
@@ -236,11 +242,12 @@ def slices_from_files(pngs: Sequence[str], volumes: Sequence[str], resolution: i
                 for s in volume_to_slices(read_volume(path), path, min_foreground)]
 
     slices = _parallel_map(png_slice, pngs, "reading PNG slices")
-    subjects = [subject_of(path) for path in pngs]
-    for path, per_volume in zip(volumes, _parallel_map(volume_slices, volumes, "reading volumes")):
+    subjects, origins = [subject_of(path) for path in pngs], list(range(len(pngs)))
+    for i, (path, per_volume) in enumerate(zip(volumes, _parallel_map(volume_slices, volumes, "reading volumes"))):
         slices.extend(per_volume)
         subjects.extend([subject_of(path)] * len(per_volume))
-    return _stack(slices, resolution), subject_ids(subjects)
+        origins.extend([len(pngs) + i] * len(per_volume))
+    return _stack(slices, resolution), subject_ids(subjects), np.array(origins, np.int32)
 
 
 def _stack(slices: Sequence[np.ndarray], resolution: int) -> np.ndarray:
@@ -268,7 +275,7 @@ def _file_stamp(path: str) -> list:
 
 
 def load_dataset(path: str, resolution: int, include_segmentation: bool = False,
-                 min_foreground: float = 0.05, cache_dir: str = "") -> Dataset:
+                 min_foreground: float = 0.05, cache_dir: str = "", labels: str = "") -> Dataset:
     """Loads every slice found at `path` (a folder, one file, or '' for MNI152).
 
     Args:
@@ -278,13 +285,16 @@ def load_dataset(path: str, resolution: int, include_segmentation: bool = False,
       include_segmentation: keep files under segmentation folders.
       min_foreground: volumes only; see `volume_to_slices`.
       cache_dir: where decoded sets are cached as .npy ('' disables caching).
+      labels: data.labels, where the classes come from (mrigen.labels; '' for none).
     Returns:
       A Dataset with images [N, resolution, resolution, 1] uint8.
     """
+    labels_lib.parse(labels)  # A bad spec is refused before any file is read.
     options = [resolution, include_segmentation, min_foreground, _CACHE_VERSION]
     if not path:
         source = MNI152_SOURCE
         key = fingerprint(["mni152", *options])
+        files = [MNI152_SOURCE]
         load = lambda: _mni152_slices(resolution, min_foreground)
     else:
         path = os.path.abspath(os.path.expanduser(path))
@@ -305,13 +315,16 @@ def load_dataset(path: str, resolution: int, include_segmentation: bool = False,
             raise UserError(f"data.path: {path} is neither a folder, a PNG nor a NIfTI/Analyze file")
         source = f"{path} ({len(pngs)} PNG files, {len(volumes)} volumes)"
         key = fingerprint([_file_stamp(p) for p in pngs + volumes] + options)
+        files = pngs + volumes
         load = lambda: slices_from_files(pngs, volumes, resolution, min_foreground)
 
-    images, subjects = _cached(load, cache_dir, key)
+    images, subjects, origins = slice_cache.cached(load, cache_dir, key)
     if len(images) == 0:
         raise UserError(f"data.path: no slice with brain in it was found in {path or MNI152_SOURCE} "
                         f"(data.min_foreground is {min_foreground})")
-    return Dataset(images=images, source=source, cache_key=key, subjects=subjects)
+    slice_labels, class_names = labels_lib.assign(labels, path, files, origins)
+    return Dataset(images=images, source=source, cache_key=key, subjects=subjects, labels=slice_labels,
+                   class_names=class_names)
 
 
 def _has_segmentation_only(root: str) -> bool:
@@ -319,37 +332,10 @@ def _has_segmentation_only(root: str) -> bool:
     return bool(pngs or volumes)
 
 
-def _mni152_slices(resolution: int, min_foreground: float) -> tuple[np.ndarray, np.ndarray]:
+def _mni152_slices(resolution: int, min_foreground: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     slices = volume_to_slices(mni152_volume(), MNI152_SOURCE, min_foreground)
-    return _stack([square_and_resize(s, resolution) for s in slices], resolution), np.zeros(len(slices), np.int32)
-
-
-def _cached(load: Callable[[], tuple[np.ndarray, np.ndarray]], cache_dir: str,
-            key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(slices, subjects) from the cache folder, or decoded by `load` and stored there as .npy."""
-    if not cache_dir:
-        return load()
-    cache_dir = os.path.expanduser(cache_dir)
-    paths = [os.path.join(cache_dir, f"{kind}_{key}.npy") for kind in ("slices", "subjects")]
-    if all(os.path.exists(path) for path in paths):
-        try:
-            images, subjects = (np.load(path, allow_pickle=False) for path in paths)
-            if len(images) == len(subjects):
-                return images, subjects
-        except (OSError, ValueError):
-            pass
-        logging.warning("%s: unreadable cache file, decoding the data again", paths[0])
-    images, subjects = load()
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        for path, array in zip(paths, (images, subjects)):
-            temporary = f"{path}.{os.getpid()}.tmp"
-            with open(temporary, "wb") as f:
-                np.save(f, array, allow_pickle=False)
-            os.replace(temporary, path)
-    except OSError as e:
-        logging.warning("could not cache the decoded data in %s: %s", cache_dir, e)
-    return images, subjects
+    one_volume = np.zeros(len(slices), np.int32)
+    return _stack([square_and_resize(s, resolution) for s in slices], resolution), one_volume, one_volume
 
 
 def mirrored(dataset: Dataset) -> Dataset:
@@ -361,10 +347,11 @@ def mirrored(dataset: Dataset) -> Dataset:
     from the unmirrored set is taken for it.
     """
     subjects = dataset.subjects if dataset.subjects is not None else np.arange(len(dataset), dtype=np.int32)
+    twice = lambda a: None if a is None else np.concatenate([a, a])  # noqa: E731
     return Dataset(images=np.concatenate([dataset.images, dataset.images[:, :, ::-1]]),
                    source=f"{dataset.source}, with each slice also mirrored left-right",
                    cache_key=fingerprint([dataset.cache_key, "mirrored"]),
-                   subjects=np.concatenate([subjects, subjects]))
+                   subjects=twice(subjects), labels=twice(dataset.labels), class_names=dataset.class_names)
 
 
 # ---------------------------------------------------------------- on device

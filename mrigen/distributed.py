@@ -12,6 +12,7 @@ the same step: after each step they combine their reasons to stop
 
 import dataclasses
 import os
+import signal
 import socket
 import time
 from typing import Optional
@@ -117,6 +118,14 @@ class Stop:
     signum: Optional[int] = None
     signalled: tuple[int, ...] = ()
     out_of_time: bool = False
+
+    @property
+    def source(self) -> str:
+        """'SIGTERM', or in a multi-process run 'SIGTERM to process 1' (the processes that got a signal)."""
+        name = signal.Signals(self.signum).name
+        if jax.process_count() == 1:
+            return name
+        return f"{name} to process{'es' if len(self.signalled) > 1 else ''} {', '.join(map(str, self.signalled))}"
 
 
 def agreed_stop(signum: Optional[int], out_of_time: bool) -> Stop:

@@ -13,9 +13,9 @@ from mrigen.data import Dataset
 from mrigen.state import create_optimizer, initial_state
 
 
-def parameter_counts(config) -> dict:
+def parameter_counts(config, class_names: tuple = ()) -> dict:
     """{'generator': n, 'discriminator': m}: trainable parameters at the last (largest) stage."""
-    arch = models.build(config)
+    arch = models.build(config, class_names)
     shapes = jax.eval_shape(lambda: initial_state(arch, arch.stages[-1], create_optimizer(config.train),
                                                   config.seed, config.train.batch_size))
     count = lambda tree: sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
@@ -36,8 +36,11 @@ def describe_training(config) -> str:
     split = holdout.load(config.data)
     dataset = split.training
     phases = train.schedule(arch, len(dataset), config.train.batch_size)
-    counts = parameter_counts(config)
+    counts = parameter_counts(config, dataset.class_names)
     lines = [run_config.to_json(config), "", describe_data(dataset)]
+    if dataset.class_names:
+        lines.append(f"classes ({config.data.labels}): " + ", ".join(
+            f"{name} {count}" for name, count in zip(dataset.class_names, np.bincount(dataset.labels))))
     if split.note:
         lines.append(f"held out from training: {split.note}")
     lines += [f"model: {arch.name} + {config.loss}; G {counts['generator']:,} parameters, "

@@ -10,14 +10,20 @@ resolution, files. Pixel values are uint8, (x + 1) * 127.5 of the generator's
 [-1, 1] output, as in the PNG slices of the training data. The images are the
 same for every format given the seed: batch i uses fold_in(key, 64 i), as
 sampling.write_samples.
+
+A conditional run's export also names each file's class in the manifest
+(`labels`): with `per_class`, N images of each class go to <folder>/<class>/
+in the format's layout (image i of every class from the same latent);
+without, image i is of class i mod C.
 """
 
 import datetime
 import json
 import os
-from typing import Iterator
+from typing import Iterator, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mrigen import images as images_lib
@@ -32,12 +38,26 @@ SLICES_PER_CASE = 32  # OASIS keras_png_slices: 11,328 training slices = 354 cas
 FIELD_OF_VIEW_MM = 256.0
 
 
-def generated_images(sampler, key: jax.Array, count: int, batch_size: int = 64) -> Iterator[np.ndarray]:
-    """The generated set one image at a time: [R, R] uint8."""
+def generated_images(sampler, key: jax.Array, count: int, batch_size: int = 64,
+                     label: Optional[int] = None) -> Iterator[np.ndarray]:
+    """The generated set one image at a time: [R, R] uint8.
+
+    A conditional sampler makes class `label`, or image i of class i mod C when it is None.
+    """
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        batch = np.asarray(sampler(jax.random.fold_in(key, start), batch_size))[:n]
+        batch = np.asarray(sampler(jax.random.fold_in(key, start), batch_size,
+                                   *_batch_labels(sampler, start, batch_size, label)))[:n]
         yield from to_uint8(batch[..., 0])
+
+
+def _batch_labels(sampler, start: int, batch_size: int, label: Optional[int]) -> tuple:
+    """() for an unconditional sampler, else the labels of images start .. start + batch_size - 1."""
+    if not sampler.class_names:
+        return ()
+    if label is not None:
+        return (jnp.full((batch_size,), label, jnp.int32),)
+    return (jnp.arange(start, start + batch_size, dtype=jnp.int32) % len(sampler.class_names),)
 
 
 def oasis_name(index: int) -> str:
@@ -96,10 +116,11 @@ def manifest_files(folder: str) -> list[str]:
     return [os.path.join(folder, p) for p in listed] + [manifest]
 
 
-def existing_images(folder: str) -> list[str]:
-    """PNG and NIfTI files already in `folder` (or its OASIS subfolder)."""
+def existing_images(folder: str, class_names: Sequence[str] = ()) -> list[str]:
+    """PNG and NIfTI files already in `folder` (or its OASIS subfolder, or those of its class folders)."""
     found = []
-    for sub in (folder, os.path.join(folder, OASIS_FOLDER)):
+    roots = [folder] + [os.path.join(folder, name) for name in class_names]
+    for sub in [path for root in roots for path in (root, os.path.join(root, OASIS_FOLDER))]:
         if os.path.isdir(sub):
             found += sorted(os.path.join(sub, n) for n in os.listdir(sub)
                             if n.lower().endswith((".png", ".nii", ".nii.gz")))
@@ -107,10 +128,12 @@ def existing_images(folder: str) -> list[str]:
 
 
 def export(sampler, key: jax.Array, count: int, folder: str, fmt: str, info: dict,
-           overwrite: bool = False, slices_per_volume: int = SLICES_PER_CASE) -> dict:
+           overwrite: bool = False, slices_per_volume: int = SLICES_PER_CASE, per_class: int = 0) -> dict:
     """Writes `count` generated images to `folder` in format `fmt`, then manifest.json.
 
     info: what the manifest records of the source (model, loss, workdir, seed).
+    per_class: > 0 (a conditional sampler only): that many images of each
+    class instead of `count`, each class in its own subfolder.
     Refuses a folder that holds images or a manifest unless `overwrite`, which
     first removes the files an earlier export's manifest lists (so a smaller
     export leaves none of a larger one behind). Returns the manifest.
@@ -121,7 +144,13 @@ def export(sampler, key: jax.Array, count: int, folder: str, fmt: str, info: dic
         raise UserError(f"--num_samples: {count} must be at least 1")
     if slices_per_volume < 1:
         raise UserError(f"--slices_per_volume: {slices_per_volume} must be at least 1")
-    previous = manifest_files(folder) or existing_images(folder)
+    if per_class < 0:
+        raise UserError(f"--per_class: {per_class} must be at least 1 (or 0: --num_samples images in all)")
+    if per_class and not sampler.class_names:
+        raise UserError("--per_class: this run is unconditional (trained without data.labels); "
+                        "use --num_samples")
+    classes = sampler.class_names
+    previous = manifest_files(folder) or existing_images(folder, classes)
     if previous and not overwrite:
         raise UserError(f"--out: {folder} already holds images ({os.path.relpath(previous[0], folder)}, ...); "
                         f"pass --overwrite to replace them")
@@ -131,16 +160,22 @@ def export(sampler, key: jax.Array, count: int, folder: str, fmt: str, info: dic
     with writing(folder):
         os.makedirs(folder, exist_ok=True)
 
-    stream = generated_images(sampler, key, count)
-    if fmt == "nifti":
-        affine = nifti_affine(sampler.resolution, slices_per_volume)
-        files = _write_volumes(stream, folder, slices_per_volume, affine)
+    affine = nifti_affine(sampler.resolution, slices_per_volume)
+    if per_class:
+        files, labels = [], {}
+        for label, name in enumerate(classes):
+            written = _write_images(generated_images(sampler, key, per_class, label=label),
+                                    os.path.join(folder, name), fmt, slices_per_volume, affine)
+            files += [os.path.join(name, path) for path, _ in written]
+            labels.update({os.path.join(name, path): name for path, _ in written})
+        count = per_class * len(classes)
     else:
-        files = []
-        for i, image in enumerate(stream):
-            name = oasis_name(i) if fmt == "oasis" else f"sample_{i:06d}.png"
-            images_lib.save_png(image, os.path.join(folder, name))
-            files.append(name)
+        written = _write_images(generated_images(sampler, key, count), folder, fmt, slices_per_volume, affine)
+        files = [path for path, _ in written]
+        # Image i is of class i mod C: a file's label, or for a volume those of its slices in order.
+        labels = {path: (classes[indices[0] % len(classes)] if fmt != "nifti" else
+                         [classes[i % len(classes)] for i in indices])
+                  for path, indices in written} if classes else {}
     manifest = {
         **info,
         "checkpoint_step": sampler.step,
@@ -158,6 +193,11 @@ def export(sampler, key: jax.Array, count: int, folder: str, fmt: str, info: dic
                               "the slices are independent samples, so the slice spacing is nominal")
     elif fmt == "oasis":
         manifest["layout"] = f"OASIS keras_png_slices: {SLICES_PER_CASE} slices per case; cases are nominal"
+    if classes:
+        manifest["classes"] = list(classes)
+        if per_class:
+            manifest["per_class"] = per_class
+        manifest["labels"] = labels
     temporary = os.path.join(folder, f"{MANIFEST}.tmp")
     with writing(os.path.join(folder, MANIFEST)):
         with open(temporary, "w") as f:
@@ -166,16 +206,32 @@ def export(sampler, key: jax.Array, count: int, folder: str, fmt: str, info: dic
     return manifest
 
 
+def _write_images(stream: Iterator[np.ndarray], folder: str, fmt: str, slices_per_volume: int,
+                  affine: np.ndarray) -> list[tuple[str, list[int]]]:
+    """The stream written to `folder` in `fmt`: (file relative to folder, indices of its images) per file."""
+    with writing(folder):
+        os.makedirs(folder, exist_ok=True)
+    if fmt == "nifti":
+        return _write_volumes(stream, folder, slices_per_volume, affine)
+    written = []
+    for i, image in enumerate(stream):
+        name = oasis_name(i) if fmt == "oasis" else f"sample_{i:06d}.png"
+        images_lib.save_png(image, os.path.join(folder, name))
+        written.append((name, [i]))
+    return written
+
+
 def _write_volumes(stream: Iterator[np.ndarray], folder: str, per_volume: int,
-                   affine: np.ndarray) -> list[str]:
-    files, stack = [], []
-    for image in stream:
+                   affine: np.ndarray) -> list[tuple[str, list[int]]]:
+    written, stack = [], []
+    for i, image in enumerate(stream):
         stack.append(image)
         if len(stack) == per_volume:
-            files.append(f"generated_{len(files):04d}.nii.gz")
-            write_nifti(stack, os.path.join(folder, files[-1]), affine)
+            written.append((f"generated_{len(written):04d}.nii.gz", list(range(i + 1 - len(stack), i + 1))))
+            write_nifti(stack, os.path.join(folder, written[-1][0]), affine)
             stack = []
     if stack:
-        files.append(f"generated_{len(files):04d}.nii.gz")
-        write_nifti(stack, os.path.join(folder, files[-1]), affine)
-    return files
+        start = sum(len(indices) for _, indices in written)
+        written.append((f"generated_{len(written):04d}.nii.gz", list(range(start, start + len(stack)))))
+        write_nifti(stack, os.path.join(folder, written[-1][0]), affine)
+    return written

@@ -80,7 +80,7 @@ def load(data_config) -> Split:
     get = data_config.get
     options = dict(include_segmentation=get("include_segmentation", False),
                    min_foreground=get("min_foreground", 0.05), cache_dir=get("cache_dir", ""))
-    dataset = data.load_dataset(data_config.path, data_config.resolution, **options)
+    dataset = data.load_dataset(data_config.path, data_config.resolution, labels=get("labels", ""), **options)
     spec = parse(get("holdout", ""))
     if spec is None:
         return Split(dataset, None)
@@ -135,8 +135,9 @@ def split_by_subject(dataset: data.Dataset, fraction: float) -> Split:
 
 def _subset(dataset: data.Dataset, keep: np.ndarray, key: str) -> data.Dataset:
     subjects = None if dataset.subjects is None else dataset.subjects[keep]
+    labels = None if dataset.labels is None else dataset.labels[keep]
     return data.Dataset(images=dataset.images[keep], source=f"{dataset.source}, {int(keep.sum())} of its slices",
-                        cache_key=key, subjects=subjects)
+                        cache_key=key, subjects=subjects, labels=labels, class_names=dataset.class_names)
 
 
 def _check_size(count: int, what: str) -> None:

@@ -70,6 +70,11 @@ def validate(config) -> None:
     for field, ok, requirement in checks:
         if not ok:
             raise UserError(f"config.{field}: {_get(config, field)!r} {requirement}")
+    from mrigen import labels  # Deferred: it imports JAX.
+
+    labels.parse(config.data.get("labels", ""))
+    if config.data.get("balanced", False) and not config.data.get("labels", ""):
+        raise UserError("config.data.balanced: True needs labels to balance; set data.labels")
 
 
 def _power_of_two(n: int) -> bool:

@@ -33,9 +33,11 @@ def create_optimizer(train_config) -> optax.GradientTransformation:
     return optax.adam(train_config.learning_rate, b1=train_config.b1, b2=train_config.b2, eps=1e-8)
 
 
-def init_variables(module, key: jax.Array, example: jax.Array) -> dict:
-    """The module's variables for inputs shaped like `example` (alpha 1, train mode)."""
-    return dict(jax.jit(lambda k, x: module.init(k, x, 1.0, train=True))(key, example))
+def init_variables(module, key: jax.Array, example: jax.Array, labels=None) -> dict:
+    """The module's variables for inputs shaped like `example` (alpha 1, train mode); labels for a conditional one."""
+    if labels is None:  # The unconditional networks, called exactly as before labels existed.
+        return dict(jax.jit(lambda k, x: module.init(k, x, 1.0, train=True))(key, example))
+    return dict(jax.jit(lambda k, x, y: module.init(k, x, 1.0, train=True, labels=y))(key, example, labels))
 
 
 def initial_state(arch: Architecture, stage: Stage, optimizer, seed: int, batch_size: int,
@@ -49,8 +51,9 @@ def initial_state(arch: Architecture, stage: Stage, optimizer, seed: int, batch_
     group = min(4, batch_size)  # D's minibatch layer needs a whole group.
     z = jnp.zeros((group, arch.latent_dim), jnp.float32)
     x = jnp.zeros((group, stage.resolution, stage.resolution, 1), jnp.float32)
-    g = init_variables(arch.generator(stage), key_g, z)
-    d = init_variables(arch.discriminator(stage), key_d, x)
+    labels = jnp.zeros((group,), jnp.int32) if arch.num_classes else None
+    g = init_variables(arch.generator(stage), key_g, z, labels)
+    d = init_variables(arch.discriminator(stage), key_d, x, labels)
     state = {
         "g": g,
         "d": d,
@@ -159,6 +162,11 @@ def _checkpoint_stage(meta: dict, arch: Architecture, name: str) -> Stage:
     if not 0 <= stage_index < len(arch.stages):
         raise UserError(f"{name} is at stage {stage_index}, which this model does not have; {new_workdir}")
     stage = arch.stages[stage_index]
+    classes = tuple(meta.get("classes", ()))
+    if classes != arch.class_names:
+        described = lambda names: f"the classes {', '.join(names)}" if names else "no labels"  # noqa: E731
+        raise UserError(f"{name} was trained with {described(classes)}, this config's data has "
+                        f"{described(arch.class_names)}; {new_workdir}")
     if meta.get("resolution", stage.resolution) != stage.resolution:
         raise UserError(f"{name} is at {meta['resolution']}x{meta['resolution']} px, this config at "
                         f"{stage.resolution}x{stage.resolution}; {new_workdir}")
@@ -166,6 +174,16 @@ def _checkpoint_stage(meta: dict, arch: Architecture, name: str) -> Stage:
 
 
 def checkpoint_meta(state: State, arch: Architecture) -> dict:
+    """What a checkpoint records beside the state; a conditional run's class names too (for sampling)."""
     stage = arch.stages[int(state["stage"])]
-    return {"step": int(state["step"]), "images_seen": int(state["images_seen"]),
+    meta = {"step": int(state["step"]), "images_seen": int(state["images_seen"]),
             "stage": stage.index, "resolution": stage.resolution, "model": arch.name}
+    if arch.class_names:
+        meta["classes"] = list(arch.class_names)
+    return meta
+
+
+def checkpoint_classes(ckpt: checkpoint.Checkpointer) -> tuple:
+    """The class names the latest checkpoint was trained with; () for an unconditional run or none saved."""
+    latest = ckpt.latest_step()
+    return () if latest is None else tuple(ckpt.read_meta(latest).get("classes", ()))

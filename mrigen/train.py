@@ -4,7 +4,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 from typing import Callable, Optional
 
 import jax
@@ -12,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mrigen import (augment, checkpoint, data, distributed, evaluation, holdout, images, losses, models, parallel, plots,
-                    run_config, sampling, step_cache, workdir_lock)
+from mrigen import (augment, checkpoint, data, distributed, evaluation, holdout, images, labels, losses, models,
+                    parallel, plots, run_config, sampling, step_cache, workdir_lock)
 from mrigen.divergence import DivergedError, check_finite  # noqa: F401 (DivergedError: part of train's API)
 from mrigen.errors import UserError, WriteError
 from mrigen.progress import ProgressReporter
@@ -34,7 +33,10 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
     Returns step(state, dataset_u8 [N, R, R, 1]) -> (state, metrics). The
     batch is drawn from the device-resident dataset inside the step and split
     across the mesh's devices; parameters are replicated, so gradients and
-    batch statistics are averaged over the global batch.
+    batch statistics are averaged over the global batch. For a conditional
+    `arch` the dataset is `labels.device_data`'s dict: the batch's labels are those
+    of its images (drawn class-balanced when it holds a class table), and G
+    makes fakes of the same labels.
     """
     generator, discriminator = arch.generator(stage), arch.discriminator(stage)
     tc = train_config
@@ -46,18 +48,22 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
             return jnp.float32(1.0)
         return jnp.clip((step - schedule_start).astype(jnp.float32) / stage_steps, 0.0, 1.0)
 
-    def run_d(d_vars, x, alpha):
-        logits, updated = discriminator.apply(d_vars, x, alpha, train=True, mutable=["batch_stats"])
+    def conditioned(y):
+        return {} if y is None else {"labels": y}  # Unconditional networks are called as they always were.
+
+    def run_d(d_vars, x, alpha, y):
+        logits, updated = discriminator.apply(d_vars, x, alpha, train=True, mutable=["batch_stats"],
+                                              **conditioned(y))
         return logits, {**d_vars, **updated}
 
-    def run_g(g_vars, z, alpha):
-        fake, updated = generator.apply(g_vars, z, alpha, train=True, mutable=["batch_stats"])
+    def run_g(g_vars, z, alpha, y):
+        fake, updated = generator.apply(g_vars, z, alpha, train=True, mutable=["batch_stats"], **conditioned(y))
         return fake, {**g_vars, **updated}
 
     def augmented(x, key, p):
         return augment.augment(key, x, p) if tc.augment else x
 
-    def step_fn(state: State, dataset_u8: jax.Array):
+    def step_fn(state: State, dataset):
         step = state["step"]
         alpha = alpha_at(step)
         key_epochs = jax.random.fold_in(state["rng"], 0)
@@ -66,22 +72,28 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
             jax.random.fold_in(jax.random.fold_in(state["rng"], 2), step), 3)
         p = state.get("augment_p")
 
-        indices = data.epoch_batch_indices(key_epochs, step, num_images, batch_size)
+        dataset_u8, y = (dataset["images"], dataset["labels"]) if isinstance(dataset, dict) else (dataset, None)
+        if isinstance(dataset, dict) and "classes" in dataset:
+            indices = labels.balanced_batch_indices(key_epochs, step, dataset["classes"], batch_size)
+        else:
+            indices = data.epoch_batch_indices(key_epochs, step, num_images, batch_size)
         real = jax.lax.with_sharding_constraint(data.to_float(dataset_u8[indices]), batch_sharding)
         real = real_images_for_stage(real, stage, alpha)
+        if y is not None:
+            y = jax.lax.with_sharding_constraint(y[indices], batch_sharding)
         z = jax.lax.with_sharding_constraint(arch.sample_latent(key_z, batch_size), batch_sharding)
-        fake, _ = run_g(state["g"], z, alpha)
+        fake, _ = run_g(state["g"], z, alpha, y)
 
         def d_objective(d_params):
             d_vars = {**state["d"], "params": d_params}
-            real_logits, d_vars = run_d(d_vars, augmented(real, key_aug_real, p), alpha)
-            fake_logits, d_vars = run_d(d_vars, augmented(fake, key_aug_fake, p), alpha)
+            real_logits, d_vars = run_d(d_vars, augmented(real, key_aug_real, p), alpha, y)
+            fake_logits, d_vars = run_d(d_vars, augmented(fake, key_aug_fake, p), alpha, y)
             d_loss = loss.d_loss(real_logits, fake_logits, tc.real_target)
             terms = {"d_adversarial": d_loss, "real_logit": jnp.mean(real_logits),
                      "fake_logit": jnp.mean(fake_logits), "real_sign": jnp.mean(jnp.sign(real_logits))}
             if loss.penalty is not None:
-                # D as the loss sees it: through the real images' augmentation.
-                d_fn = lambda x: run_d(d_vars, augmented(x, key_aug_real, p), alpha)[0]  # noqa: E731
+                # D as the loss sees it: through the real images' augmentation, the labels fixed.
+                d_fn = lambda x: run_d(d_vars, augmented(x, key_aug_real, p), alpha, y)[0]  # noqa: E731
                 penalty = loss.penalty(d_fn, key_penalty, real, fake)
                 d_loss = d_loss + loss.penalty_weight(tc) * penalty
                 terms["penalty"] = penalty
@@ -101,8 +113,8 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
         d_vars = {**d_vars, "params": d_params}
 
         def g_objective(g_params, g_vars):
-            fake, g_vars = run_g({**g_vars, "params": g_params}, z, alpha)
-            fake_logits, _ = run_d(d_vars, augmented(fake, key_aug_g, p), alpha)
+            fake, g_vars = run_g({**g_vars, "params": g_params}, z, alpha, y)
+            fake_logits, _ = run_d(d_vars, augmented(fake, key_aug_g, p), alpha, y)
             return loss.g_loss(fake_logits, tc.real_target), g_vars
 
         def g_update(_, carry):
@@ -131,7 +143,7 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
             beta = ema_beta(state["images_seen"], batch_size, tc)
             new_state["g_ema"] = ema_update(state["g_ema"], g_vars, beta)
         if tc.augment == "ada":
-            new_state["augment_p"], new_state["ada_sign_sum"] = _ada_step(
+            new_state["augment_p"], new_state["ada_sign_sum"] = augment.ada_step(
                 p, state["ada_sign_sum"] + terms["real_sign"] * batch_size, step + 1, batch_size, tc)
         if tc.augment:
             terms["augment_p"] = new_state["augment_p"]
@@ -144,14 +156,6 @@ def make_train_step(arch: Architecture, stage: Stage, schedule_start: int, stage
         return new_state, metrics
 
     return jax.jit(step_fn, donate_argnums=0, out_shardings=parallel.replicated(mesh))
-
-
-def _ada_step(p, sign_sum, steps_done, batch_size: int, tc):
-    """ADA every tc.ada_interval steps: p moved by the mean sign of D(real) since the last move."""
-    images = tc.ada_interval * batch_size
-    due = steps_done % tc.ada_interval == 0
-    moved = augment.ada_adjust(p, sign_sum / images, tc.ada_target, images, tc.ada_kimg)
-    return jnp.where(due, moved, p), jnp.where(due, jnp.float32(0.0), sign_sum)
 
 
 # ---------------------------------------------------------------- schedule
@@ -200,6 +204,7 @@ class Run:
     stop: StopSignals
     evaluator: evaluation.TrainingEvaluator
     grid_z: jax.Array
+    grid_labels: Optional[jax.Array] = None  # A conditional model's grid: one row per class.
 
     @property
     def writes(self) -> bool:
@@ -241,6 +246,10 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
                             f"{len(dataset)} images found in {dataset.source}")
         logging.info("Data: %d slices at %dx%d from %s%s", len(dataset), dataset.resolution,
                      dataset.resolution, dataset.source, f"; held out: {split.note}" if split.note else "")
+        if dataset.class_names:
+            arch = models.build(config, dataset.class_names)
+            logging.info("Classes (%s): %s", config.data.labels, ", ".join(
+                f"{name} {count}" for name, count in zip(dataset.class_names, np.bincount(dataset.labels))))
         with _resume_advice_on_write_errors(workdir), workdir_lock.held(workdir, enabled=main):
             state, progress = _restore_and_train(config, workdir, arch, loss, mesh, split, dataset, stop,
                                                  time_budget_s)
@@ -260,7 +269,7 @@ def _restore_and_train(config, workdir, arch, loss, mesh, split, dataset, stop, 
         distributed.wait_for_all(f"restored step {int(state['step'])}")  # Then the first collective is near.
         early = distributed.agreed_stop(stop.received, False)
         if early.signum is not None:
-            raise Interrupted(f"stopped by {_signal_source(early)} before the first step; nothing to save",
+            raise Interrupted(f"stopped by {early.source} before the first step; nothing to save",
                               early.signum)
         if distributed.is_main_process():
             run_config.write_config(workdir, config)
@@ -270,10 +279,12 @@ def _restore_and_train(config, workdir, arch, loss, mesh, split, dataset, stop, 
                                     int(state["images_seen"]), int(state["step"]), time_budget_s,
                                     writes=distributed.is_main_process())
         try:
+            grid_z, grid_labels = sampling.grid_latents(arch, jax.random.PRNGKey(config.seed + 1),
+                                                        config.num_grid_samples)
             run = Run(config, workdir, arch, loss, optimizer, mesh, dataset,
-                      jax.device_put(dataset.images, replicated), ckpt, progress, stop,
-                      evaluation.TrainingEvaluator(config, split.training, arch),
-                      arch.sample_latent(jax.random.PRNGKey(config.seed + 1), config.num_grid_samples))
+                      jax.device_put(labels.device_data(dataset, config.data.get("balanced", False)), replicated),
+                      ckpt, progress, stop, evaluation.TrainingEvaluator(config, split.training, arch),
+                      grid_z, grid_labels)
             state = _train(run, jax.device_put(state, replicated), phases)
         finally:
             progress.close()
@@ -320,7 +331,8 @@ def _train_phase(run: Run, state: State, phase: Phase) -> tuple[State, bool]:
     multi-process run stops after the same step (distributed.agreed_stop).
     """
     config, stage, ckpt, progress = run.config, phase.stage, run.checkpointer, run.progress
-    key = step_cache.step_key(config, run.loss, stage, phase.start, phase.steps, len(run.dataset), run.mesh)
+    key = step_cache.step_key(config, run.loss, stage, phase.start, phase.steps, len(run.dataset), run.mesh,
+                              run.arch.class_names)
     step_fn = step_cache.cached(key, lambda: make_train_step(run.arch, stage, phase.start, phase.steps, run.loss,
                                                              run.optimizer, config.train, len(run.dataset), run.mesh))
     stages = len(run.arch.stages)
@@ -357,7 +369,7 @@ def _train_phase(run: Run, state: State, phase: Phase) -> tuple[State, bool]:
             ckpt.save(step, state, checkpoint_meta(state, run.arch), force=stopping)
         if stopping:
             ckpt.wait()
-            raise Interrupted(f"stopped by {_signal_source(stop)} after step {step}; checkpoint {step} is saved "
+            raise Interrupted(f"stopped by {stop.source} after step {step}; checkpoint {step} is saved "
                               f"in {ckpt.directory}: run the same command to resume", stop.signum)
         if out_of_time:  # _train saves the checkpoint.
             logging.info("Time budget reached after step %d", step)
@@ -365,21 +377,13 @@ def _train_phase(run: Run, state: State, phase: Phase) -> tuple[State, bool]:
     return state, out_of_time
 
 
-def _signal_source(stop: distributed.Stop) -> str:
-    """'SIGTERM', or in a multi-process run 'SIGTERM to process 1' (the processes that got a signal)."""
-    name = signal.Signals(stop.signum).name
-    if jax.process_count() == 1:
-        return name
-    return f"{name} to process{'es' if len(stop.signalled) > 1 else ''} {', '.join(map(str, stop.signalled))}"
-
-
 def _save_sample_grid(run: Run, state: State) -> None:
     stage = run.arch.stages[int(state["stage"])]
     fake = sampling.generate(run.arch.generator(stage), generator_variables(state), run.grid_z,
-                             state["alpha"])  # every process
+                             state["alpha"], run.grid_labels)  # every process
     if not run.writes:
         return
-    grid = images.grid(np.asarray(fake))
+    grid = images.grid(np.asarray(fake), sampling.grid_columns(run.arch, len(run.grid_z)))
     images.save_png(grid, os.path.join(run.workdir, "samples", f"step_{int(state['step']):08d}.png"))
     run.progress.add_grid(int(state["step"]), grid)
 

@@ -56,7 +56,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # its workers in collection order, so these start first and the short ones fill in at the end; by
 # default it would order files by their number of tests, and start the long files with few tests last.
 LONGEST_FIRST = ["test_reliability.py", "test_combinations.py", "test_experiment.py", "test_distributed.py",
-                 "test_train.py", "test_mixed_precision.py", "test_views.py", "test_cli.py", "test_progan.py",
+                 "test_train.py", "test_conditional_run.py", "test_mixed_precision.py", "test_views.py",
+                 "test_cli.py", "test_conditional.py", "test_progan.py",
                  "test_evaluation.py", "test_srresnet.py", "test_holdout.py", "test_bad_input.py"]
 
 

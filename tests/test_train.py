@@ -166,6 +166,7 @@ def test_a_train_step_is_reused_only_for_the_same_model_loss_and_data_size():
         assert step_cache.step_key(other, loss, stable, 0, 10, 137, mesh) != key
     assert step_cache.step_key(config, losses.get("wgan"), stable, 0, 10, 137, mesh) != key
     assert step_cache.step_key(config, loss, stable, 0, 10, 136, mesh) != key
+    assert step_cache.step_key(config, loss, stable, 0, 10, 137, mesh, ("a", "b")) != key  # a conditional model
     assert step_cache.step_key(config, loss, fade, 0, 10, 137, mesh) != step_cache.step_key(
         config, loss, fade, 5, 10, 137, mesh)  # a fade-in's alpha depends on where it starts
 

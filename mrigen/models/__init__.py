@@ -11,8 +11,8 @@ ARCHITECTURES = {
 }
 
 
-def build(config) -> Architecture:
-    """The architecture named by `config.model`, configured from `config`."""
+def build(config, class_names: tuple = ()) -> Architecture:
+    """The architecture named by `config.model`, configured from `config`; conditional on `class_names` if any."""
     if config.model not in ARCHITECTURES:
         raise UserError(f"model: unknown model {config.model!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[config.model](config)
+    return ARCHITECTURES[config.model](config, tuple(class_names))

@@ -4,7 +4,9 @@ An architecture is a sequence of stages with fixed shapes (one for DCGAN and
 SRResNet, thirteen for ProGAN). For each stage it builds a generator
 `G(z, alpha, train) -> [N, R, R, 1] in [-1, 1]` and a discriminator
 `D(x, alpha, train) -> [N] logits`; `alpha` is the fade-in blend of ProGAN's
-growing stages and is ignored elsewhere.
+growing stages and is ignored elsewhere. An architecture built with class
+names is conditional: both networks then take `labels=` [N] int32 as well
+(mrigen/models/conditional.py).
 """
 
 import dataclasses
@@ -41,6 +43,11 @@ class Architecture:
     latent_dim: int
     resolution: int  # of the last stage's images
     stages: tuple[Stage, ...]
+    class_names: tuple = ()  # The classes of a conditional model, which labels index; () for none.
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     def generator(self, stage: Stage) -> nn.Module:
         raise NotImplementedError
@@ -64,6 +71,7 @@ class SingleStage(Architecture):
     make_generator: Callable[[], nn.Module]
     make_discriminator: Callable[[], nn.Module]
     latent_fn: Callable[[jax.Array, int, int], jax.Array]
+    class_names: tuple = ()
 
     @property
     def stages(self) -> tuple[Stage, ...]:

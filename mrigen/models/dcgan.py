@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from mrigen.errors import UserError
-from mrigen.models import base
+from mrigen.models import base, conditional
 from mrigen.models.layers import ConvTranspose, default_subpixel, minibatch_stddev
 
 # (channels, stride) of the generator's transposed convolutions after the dense layer.
@@ -41,13 +41,15 @@ class Generator(nn.Module):
     dtype: jnp.dtype = jnp.float32
     subpixel: bool = True  # How transposed convolutions are computed (same result).
     upsample: str = "transposed"  # Stride-2 layers: "transposed" (the paper) or "resize" (UPSAMPLE_MODES).
+    num_classes: int = 0  # > 0: conditional on labels [N] int32 (models/conditional.py).
 
     @nn.compact
-    def __call__(self, z, alpha=1.0, train: bool = True):
+    def __call__(self, z, alpha=1.0, train: bool = True, labels=None):
         del alpha  # One stage only.
         ch = lambda c: base.scaled(c, self.width)
         start = self.resolution // DOWNSCALE
-        x = nn.Dense(start * start * ch(256), use_bias=False, kernel_init=_weight_init, dtype=self.dtype)(z)
+        x = conditional.conditioned_latent(z, labels, self.num_classes)
+        x = nn.Dense(start * start * ch(256), use_bias=False, kernel_init=_weight_init, dtype=self.dtype)(x)
         x = nn.relu(_batch_norm(train, self.dtype)(x))
         x = x.reshape(z.shape[0], start, start, ch(256))
         for channels, stride in GENERATOR_LAYERS:
@@ -69,9 +71,10 @@ class Discriminator(nn.Module):
     resolution: int
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
+    num_classes: int = 0  # > 0: a projection discriminator on labels [N] int32 (models/conditional.py).
 
     @nn.compact
-    def __call__(self, x, alpha=1.0, train: bool = True):
+    def __call__(self, x, alpha=1.0, train: bool = True, labels=None):
         del alpha
         ch = lambda c: base.scaled(c, self.width)
         x = x.astype(self.dtype)
@@ -86,9 +89,11 @@ class Discriminator(nn.Module):
             x = nn.leaky_relu(x, 0.2)
         x = minibatch_stddev(x)
         x = x.reshape(x.shape[0], -1)
-        x = nn.leaky_relu(nn.Dense(ch(1024) + 1, kernel_init=_weight_init, dtype=self.dtype)(x), 0.2)
-        x = nn.Dense(1, kernel_init=_weight_init, dtype=self.dtype)(x)
-        return x[:, 0].astype(jnp.float32)
+        features = nn.leaky_relu(nn.Dense(ch(1024) + 1, kernel_init=_weight_init, dtype=self.dtype)(x), 0.2)
+        logits = nn.Dense(1, kernel_init=_weight_init, dtype=self.dtype)(features)[:, 0].astype(jnp.float32)
+        if self.num_classes:
+            logits = logits + conditional.projection(features, labels, self.num_classes, _weight_init)
+        return logits
 
 
 def uniform_latent(key: jax.Array, n: int, latent_dim: int) -> jax.Array:
@@ -96,7 +101,7 @@ def uniform_latent(key: jax.Array, n: int, latent_dim: int) -> jax.Array:
     return jax.random.uniform(key, (n, latent_dim), minval=-1.0, maxval=1.0)
 
 
-def build(config) -> base.Architecture:
+def build(config, class_names: tuple = ()) -> base.Architecture:
     resolution = config.data.resolution
     if resolution < DOWNSCALE or resolution % DOWNSCALE or resolution > base.MAX_RESOLUTION:
         raise base.bad_resolution("dcgan", resolution,
@@ -111,7 +116,8 @@ def build(config) -> base.Architecture:
         resolution=resolution,
         latent_dim=config.arch.latent_dim,
         epochs=base.positive_epochs(config, "epochs"),
-        make_generator=lambda: Generator(resolution, width, dtype, default_subpixel(), upsample),
-        make_discriminator=lambda: Discriminator(resolution, width, dtype),
+        make_generator=lambda: Generator(resolution, width, dtype, default_subpixel(), upsample, len(class_names)),
+        make_discriminator=lambda: Discriminator(resolution, width, dtype, len(class_names)),
         latent_fn=uniform_latent,
+        class_names=tuple(class_names),
     )

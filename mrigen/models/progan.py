@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mrigen.models import base
+from mrigen.models import base, conditional
 from mrigen.models.layers import minibatch_stddev
 
 # Channels at resolutions 4, 8, ..., 256 (before `width`).
@@ -129,18 +129,26 @@ class DiscriminatorBlock(nn.Module):
 
 
 class DiscriminatorHead(nn.Module):
-    """D at 4x4: minibatch stddev, Conv3x3, Conv4x4 (valid), Dense 1. [N, 4, 4, C] -> [N] float32."""
+    """D at 4x4: minibatch stddev, Conv3x3, Conv4x4 (valid), Dense 1. [N, 4, 4, C] -> [N] float32.
+
+    With classes, the projection of the dense layer's inputs on the label's embedding is added.
+    """
 
     features: int
     dtype: jnp.dtype = jnp.float32
+    num_classes: int = 0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, labels=None):
         x = minibatch_stddev(x)
         x = _lrelu(EqualizedConv(self.features, 3, "SAME", self.dtype, name="conv0")(x))
         x = _lrelu(EqualizedConv(self.features, 4, "VALID", self.dtype, name="conv1")(x))
-        x = EqualizedDense(1, self.dtype, name="dense")(x.reshape(x.shape[0], -1))
-        return x[:, 0].astype(jnp.float32)
+        features = x.reshape(x.shape[0], -1)
+        logits = EqualizedDense(1, self.dtype, name="dense")(features)[:, 0].astype(jnp.float32)
+        if self.num_classes:  # Stored N(0, 1) and scaled at run time, as every layer here.
+            logits = logits + conditional.projection(features, labels, self.num_classes, nn.initializers.normal(1.0),
+                                                     conditional.equalized_scale(features.shape[-1]))
+        return logits
 
 
 class Generator(nn.Module):
@@ -156,13 +164,15 @@ class Generator(nn.Module):
     width: float = 1.0
     use_pixel_norm: bool = True
     dtype: jnp.dtype = jnp.float32
+    num_classes: int = 0  # > 0: conditional on labels [N] int32 (models/conditional.py).
 
     @nn.compact
-    def __call__(self, z, alpha=1.0, train: bool = True):
+    def __call__(self, z, alpha=1.0, train: bool = True, labels=None):
         del train  # No batch statistics.
         resolutions = resolutions_up_to(self.resolution)
         to_rgb = {r: EqualizedConv(1, 1, "SAME", self.dtype, name=f"to_rgb_{r}") for r in resolutions}
-        x = z.reshape(z.shape[0], 1, 1, z.shape[-1])
+        x = conditional.conditioned_latent(z, labels, self.num_classes)
+        x = x.reshape(x.shape[0], 1, 1, x.shape[-1])
         features = {}
         for r in resolutions:
             x = GeneratorBlock(r, channels_at(r, self.width), self.use_pixel_norm, self.dtype, name=f"b{r}")(x)
@@ -193,9 +203,10 @@ class Discriminator(nn.Module):
     fade_in: bool = False
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
+    num_classes: int = 0  # > 0: a projection discriminator on labels [N] int32 (models/conditional.py).
 
     @nn.compact
-    def __call__(self, x, alpha=1.0, train: bool = True):
+    def __call__(self, x, alpha=1.0, train: bool = True, labels=None):
         del train
         resolutions = resolutions_up_to(self.resolution)
         from_rgb = {r: EqualizedConv(channels_at(r, self.width), 1, "SAME", self.dtype, name=f"from_rgb_{r}")
@@ -214,7 +225,7 @@ class Discriminator(nn.Module):
             for r in resolutions:
                 if r not in used:
                     from_rgb[r](base.average_pool(x, self.resolution // r))
-        return DiscriminatorHead(channels_at(4, self.width), self.dtype, name="b4")(h)
+        return DiscriminatorHead(channels_at(4, self.width), self.dtype, self.num_classes, name="b4")(h, labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +239,7 @@ class ProGAN(base.Architecture):
     width: float = 1.0
     use_pixel_norm: bool = True
     dtype: jnp.dtype = jnp.float32
+    class_names: tuple = ()
 
     @property
     def stages(self) -> tuple[base.Stage, ...]:
@@ -239,16 +251,17 @@ class ProGAN(base.Architecture):
         return tuple(stages)
 
     def generator(self, stage: base.Stage) -> nn.Module:
-        return Generator(stage.resolution, stage.fade_in, self.width, self.use_pixel_norm, self.dtype)
+        return Generator(stage.resolution, stage.fade_in, self.width, self.use_pixel_norm, self.dtype,
+                         self.num_classes)
 
     def discriminator(self, stage: base.Stage) -> nn.Module:
-        return Discriminator(stage.resolution, stage.fade_in, self.width, self.dtype)
+        return Discriminator(stage.resolution, stage.fade_in, self.width, self.dtype, self.num_classes)
 
     def sample_latent(self, key: jax.Array, n: int) -> jax.Array:
         return base.unit_gaussian_latent(key, n, self.latent_dim)
 
 
-def build(config) -> base.Architecture:
+def build(config, class_names: tuple = ()) -> base.Architecture:
     resolution = config.data.resolution
     if not 4 <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1):
         raise base.bad_resolution("progan", resolution, f"a power of two from 4 to {MAX_RESOLUTION}")
@@ -260,4 +273,5 @@ def build(config) -> base.Architecture:
         width=config.arch.width,
         use_pixel_norm=config.arch.pixel_norm,
         dtype=base.compute_dtype(config),
+        class_names=tuple(class_names),
     )

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mrigen.errors import UserError
-from mrigen.models import base
+from mrigen.models import base, conditional
 
 FEATURES = 64  # Generator channels between the dense layer and the output conv.
 RESIDUAL_BLOCKS = 16  # Generator residual blocks (the paper's; arch.residual_blocks).
@@ -94,14 +94,16 @@ class Generator(nn.Module):
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
     residual_blocks: int = RESIDUAL_BLOCKS
+    num_classes: int = 0  # > 0: conditional on labels [N] int32 (models/conditional.py).
 
     @nn.compact
-    def __call__(self, z, alpha=1.0, train: bool = True):
+    def __call__(self, z, alpha=1.0, train: bool = True, labels=None):
         del alpha  # One stage only.
         features = base.scaled(FEATURES, self.width)
         start = self.resolution // MIN_RESOLUTION
+        x = conditional.conditioned_latent(z, labels, self.num_classes)
         x = nn.Dense(start * start * features, use_bias=False, kernel_init=_weight_init, dtype=self.dtype,
-                     name="dense")(z)
+                     name="dense")(x)
         x = x.reshape(z.shape[0], start, start, features)
         h = nn.relu(_batch_norm(train, self.dtype, "bn_in")(x))
         x = h
@@ -122,9 +124,10 @@ class Discriminator(nn.Module):
     resolution: int
     width: float = 1.0
     dtype: jnp.dtype = jnp.float32
+    num_classes: int = 0  # > 0: a projection discriminator on labels [N] int32 (models/conditional.py).
 
     @nn.compact
-    def __call__(self, x, alpha=1.0, train: bool = True):
+    def __call__(self, x, alpha=1.0, train: bool = True, labels=None):
         del alpha, train
         ch = lambda c: base.scaled(c, self.width)
         x = x.astype(self.dtype)
@@ -133,12 +136,16 @@ class Discriminator(nn.Module):
             x = DiscriminatorResidualBlock(ch(channels), self.dtype, name=f"res{i}a")(x)
             x = DiscriminatorResidualBlock(ch(channels), self.dtype, name=f"res{i}b")(x)
         x = nn.leaky_relu(_conv(ch(DISCRIMINATOR_FINAL_CHANNELS), 3, 2, self.dtype, "conv_out")(x), 0.2)
-        x = x.reshape(x.shape[0], -1)  # [N, 2 * 2 * 2048]
-        x = nn.Dense(1, kernel_init=_weight_init, dtype=self.dtype, name="dense")(x)
-        return x[:, 0].astype(jnp.float32)
+        features = x.reshape(x.shape[0], -1)  # [N, 2 * 2 * 2048]
+        logits = nn.Dense(1, kernel_init=_weight_init, dtype=self.dtype, name="dense")(features)
+        logits = logits[:, 0].astype(jnp.float32)
+        if self.num_classes:  # The embedding starts as the dense layer's kernel does (he_normal over F).
+            init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+            logits = logits + conditional.projection(features, labels, self.num_classes, init)
+        return logits
 
 
-def build(config) -> base.Architecture:
+def build(config, class_names: tuple = ()) -> base.Architecture:
     resolution = config.data.resolution
     if resolution < MIN_RESOLUTION or resolution % MIN_RESOLUTION or resolution > base.MAX_RESOLUTION:
         raise base.bad_resolution("srresnet", resolution,
@@ -153,7 +160,8 @@ def build(config) -> base.Architecture:
         resolution=resolution,
         latent_dim=config.arch.latent_dim,
         epochs=base.positive_epochs(config, "epochs"),
-        make_generator=lambda: Generator(resolution, width, dtype, blocks),
-        make_discriminator=lambda: Discriminator(resolution, width, dtype),
+        make_generator=lambda: Generator(resolution, width, dtype, blocks, len(class_names)),
+        make_discriminator=lambda: Discriminator(resolution, width, dtype, len(class_names)),
         latent_fn=base.unit_gaussian_latent,
+        class_names=tuple(class_names),
     )
