@@ -84,14 +84,7 @@ def evaluation_config(config, workdir: str, overrides: dict):
     data.holdout), with the command line's --config overrides on top; `config` when the workdir has none."""
     if not os.path.isfile(os.path.join(workdir, run_config.CONFIG_FILE)):
         return config
-    recorded = run_config.load(workdir)
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = recorded
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return recorded
+    return run_config.override(run_config.load(workdir), overrides)
 
 
 def check_flags(mode: str, flags) -> None:

@@ -99,6 +99,17 @@ def flatten(config, prefix: str = "") -> dict:
     return flat
 
 
+def override(config, values: dict):
+    """`config` with each {"data.path": value, ...} set in place (the field's sections must exist); returns it."""
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
 def to_json(config) -> str:
     return json.dumps(config.to_dict() if hasattr(config, "to_dict") else config, indent=2, sort_keys=True)
 

@@ -85,13 +85,7 @@ def shared_cache_dir(tmp_path_factory):
 def smoke_config(model: str = "dcgan", **overrides):
     """configs/<model>.py:smoke with dotted-key overrides (`train__epochs=...` for train.epochs)."""
     config = run_config.from_file(os.path.join(ROOT, "configs", f"{model}.py"), "smoke")
-    for key, value in overrides.items():
-        *parents, leaf = key.split("__")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return config
+    return run_config.override(config, {key.replace("__", "."): value for key, value in overrides.items()})
 
 
 # ---------------------------------------------------------------- main.py in this process
