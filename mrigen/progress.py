@@ -55,6 +55,9 @@ class ProgressReporter:
             self._compile_seconds += paused
             if not self.bar.disable:  # The bar's elapsed time, rate and ETA leave the compile out.
                 self.bar.start_t += paused
+                # tqdm takes a bar last drawn before its start for one never drawn, and would end it
+                # without a newline: the next line (an error, the summary) would follow on the bar's line.
+                self.bar.last_print_t = max(self.bar.last_print_t, self.bar.start_t)
             self._compile_started = None
         self._last_time, self._last_images = time.perf_counter(), self.bar.n
         self.bar.set_description_str(self.stage_label, refresh=False)

@@ -222,3 +222,14 @@ def test_the_progress_bar_says_compiling_and_leaves_the_compile_out_of_its_rate(
     finally:
         reporter.close()
     assert [format_duration(s) for s in (4.4, 440, 7500)] == ["4 s", "7 min 20 s", "2 h 05 min"]
+
+
+def test_the_progress_bar_ends_its_line_when_the_run_stops_right_after_compiling(tmp_path, capsys):
+    from mrigen.progress import ProgressReporter
+
+    reporter = ProgressReporter(str(tmp_path), total_images=100, images_seen=0)
+    reporter.compiling("")
+    time.sleep(0.5)
+    reporter.compiled()  # the compile is taken out of the bar's time
+    reporter.close()  # e.g. a failed write at the first step: the error that follows needs a line of its own
+    assert capsys.readouterr().err.endswith("\n")
