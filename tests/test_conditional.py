@@ -91,6 +91,7 @@ def test_samples_follow_their_labels_on_a_two_class_set():
     on_device = jax.device_put(device_data(dataset, balanced=True), replicated)
     for _ in range(200):
         state, metrics = step_fn(state, on_device)
+        jax.block_until_ready(metrics)  # as the smoke runs' log steps do: 200 queued steps aborted XLA:CPU here
     assert np.isfinite(float(metrics["d_loss"]))
     z = arch.sample_latent(jax.random.PRNGKey(5), 32)
     for label, sign in [(0, -1), (1, 1)]:
