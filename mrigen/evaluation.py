@@ -21,9 +21,10 @@ import os
 from typing import TYPE_CHECKING, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from mrigen import data, holdout, images, models, sampling
+from mrigen import class_evaluation, data, holdout, images, models, sampling
 from mrigen import state as state_lib
 from mrigen.errors import UserError, writing
 
@@ -51,19 +52,55 @@ def pca_basis(dataset: data.Dataset, cache_dir: str) -> pca.PCABasis:
     return basis
 
 
-def generate_images(sampler: sampling.Sampler, count: int, seed: int, batch_size: int = 64) -> np.ndarray:
-    """[count, R, R, 1] float32 in [-1, 1] from the sampler, in fixed-size batches."""
-    batches = [np.asarray(sampler(jax.random.fold_in(jax.random.PRNGKey(seed), i), batch_size))
+def generate_images(sampler: sampling.Sampler, count: int, seed: int, batch_size: int = 64,
+                    label: Optional[int] = None) -> np.ndarray:
+    """[count, R, R, 1] float32 in [-1, 1] from the sampler, in fixed-size batches (all of class `label` if given).
+
+    Each class has its own stream of latents, other than the unconditional one's.
+    """
+    key, labels = jax.random.PRNGKey(seed), ()
+    if label is not None:
+        key = jax.random.fold_in(jax.random.fold_in(key, 0x7FFFFFFF), label)
+        labels = (jnp.full(batch_size, label, jnp.int32),)
+    batches = [np.asarray(sampler(jax.random.fold_in(key, i), batch_size, *labels))
                for i in range(0, count, batch_size)]
     return np.concatenate(batches)[:count]
 
 
+def generate_for_evaluation(sampler: sampling.Sampler, split: holdout.Split, count: int,
+                            seed: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """`count` generated images to evaluate against `split`, and their labels (None for an unconditional run).
+
+    A conditional run makes each class in the held-out set's share (class_evaluation.class_counts), class by class.
+    """
+    floor_labels = _class_labels(sampler, split)
+    if floor_labels is None:
+        return generate_images(sampler, count, seed), None
+    counts = class_evaluation.class_counts(floor_labels, len(sampler.class_names), count)
+    parts = [generate_images(sampler, int(n), seed, label=c) for c, n in enumerate(counts) if n]
+    return np.concatenate(parts), np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+
+
+def _class_labels(sampler: sampling.Sampler, split: holdout.Split) -> Optional[np.ndarray]:
+    """The held-out labels when a conditional run is evaluated against labeled data of its classes, else None."""
+    labels = split.evaluation_labels()
+    if not sampler.class_names:
+        return None
+    if labels is None or split.training.class_names != sampler.class_names:
+        data_classes = ", ".join(split.training.class_names) or "no labels"
+        raise UserError(f"config.data.labels: the run was trained with the classes {', '.join(sampler.class_names)}, "
+                        f"the data it is evaluated against has {data_classes}")
+    return labels[1]
+
+
 def evaluate(split: holdout.Split, generated: np.ndarray, out_dir: str, cache_dir: str,
-             seed: int = 0, label: str = "generated") -> dict:
+             seed: int = 0, label: str = "generated", generated_labels: Optional[np.ndarray] = None) -> dict:
     """Every metric for `generated` ([N, R, R, 1] in [-1, 1]) against `split`'s data; writes the report.
 
     out_dir receives eval.json, report.md, real_vs_generated.png and
     closest_pairs.png (each generated image beside its nearest training image).
+    generated_labels ([N] int32, a conditional run's): each class is also
+    evaluated on its own (class_evaluation), under results["classes"].
     """
     from mrigen import metrics
     from mrigen.metrics import memorization, report
@@ -74,15 +111,23 @@ def evaluate(split: holdout.Split, generated: np.ndarray, out_dir: str, cache_di
                         f"{dataset.resolution}x{dataset.resolution}")
     reference_u8, floor_u8, in_sample = split.evaluation_sets()
     reference, floor = data.to_float_host(reference_u8), data.to_float_host(floor_u8)
-    results = metrics.evaluate_sets(reference, generated, floor, basis=pca_basis(dataset, cache_dir),
-                                    rng_seed=seed, floor_in_sample=in_sample)
+    basis = pca_basis(dataset, cache_dir)
+    results = metrics.evaluate_sets(reference, generated, floor, basis=basis, rng_seed=seed,
+                                    floor_in_sample=in_sample)
     floor_source = ("the other half of the training data (in-sample)" if in_sample
                     else f"held out from training: {split.note}")
     results["source"] = {"training data": dataset.source, "generated": label, "held-out real": floor_source,
                          "split": f"{len(reference)} reference / {len(floor)} held-out real images"}
     with writing(out_dir, "the evaluation report"):
+        if generated_labels is not None:
+            reference_labels, floor_labels = split.evaluation_labels()
+            sets = {"reference": (reference, reference_labels), "floor": (floor, floor_labels),
+                    "generated": (generated, generated_labels)}
+            results["classes"] = class_evaluation.evaluate_classes(sets, dataset.class_names, basis, seed,
+                                                                   in_sample, out_dir)
         report.write_report(results, out_dir)
-        report.save_side_by_side_png(images.representative(reference, 8, seed), generated,
+        report.save_side_by_side_png(images.representative(reference, 8, seed),
+                                     images.representative(generated, 8, seed),
                                      os.path.join(out_dir, "real_vs_generated.png"))
         pairs = {"closest_pairs": results["sets"]["generated"]["closest_pairs"]}
         memorization.save_closest_pairs_png(generated, reference, pairs, os.path.join(out_dir, "closest_pairs.png"))
@@ -158,9 +203,9 @@ def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, s
     split = _training_data(config, sampler.resolution)
     count = count or len(split.evaluation_sets()[1])
     out_dir = out_dir or os.path.join(workdir, f"eval_step{sampler.step}")
-    generated = generate_images(sampler, count, seed)
+    generated, labels = generate_for_evaluation(sampler, split, count, seed)
     label = f"{config.model} + {config.loss}, step {sampler.step}"
-    return evaluate(split, generated, out_dir, config.data.cache_dir, seed, label), out_dir
+    return evaluate(split, generated, out_dir, config.data.cache_dir, seed, label, labels), out_dir
 
 
 def evaluate_folder(config, images_path: str, out_dir: str, seed: int) -> tuple[dict, str]:

@@ -304,19 +304,20 @@ def evaluate_run(run: Run, config, split: holdout.Split) -> dict:
     sampler = sampling.load_sampler(run.workdir)
     dataset = split.training
     count = config.eval.num_images or len(split.evaluation_sets()[1])
-    generated = evaluation.generate_images(sampler, max(count, config.eval.grid_images), config.eval.seed)
+    generated, labels = evaluation.generate_for_evaluation(sampler, split, count, config.eval.seed)
+    grid = evaluation.generate_images(sampler, config.eval.grid_images, config.eval.seed)  # classes in turn
     if not distributed.is_main_process():
         return {"checkpoint_step": sampler.step, "resolution_reached": sampler.resolution}
     stopped_at = None
     if sampler.resolution != dataset.resolution:  # ProGAN stopped by the clock before its last stage.
         stopped_at = sampler.resolution
-        generated = np.asarray(upsample_nearest(generated, dataset.resolution // sampler.resolution))
+        generated, grid = (np.asarray(upsample_nearest(x, dataset.resolution // sampler.resolution))
+                           for x in (generated, grid))
     grid_path = os.path.join(os.path.dirname(run.workdir), "grids", f"{run.name}.png")
-    images.save_grid(generated[:config.eval.grid_images], grid_path)
-    generated = generated[:count]
+    images.save_grid(grid, grid_path)
     out = os.path.join(run.workdir, f"eval_step{sampler.step}")
     results = evaluation.evaluate(split, generated, out, config.shared.data.cache_dir, config.eval.seed,
-                                  f"{run.label}, step {sampler.step}")
+                                  f"{run.label}, step {sampler.step}", labels)
     tensorboard.write_eval(run.workdir, sampler.step, results)
     return {"checkpoint_step": sampler.step, "resolution_reached": sampler.resolution,
             "stopped_at_resolution": stopped_at, "eval_dir": out, "grid": grid_path,

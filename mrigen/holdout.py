@@ -51,9 +51,17 @@ class Split:
         reference, floor = split_halves(self.training.images)
         return reference, floor, True
 
+    def evaluation_labels(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """The labels of evaluation_sets' reference and floor images, or None for data without labels."""
+        if self.training.labels is None:
+            return None
+        if self.holdout is not None:
+            return self.training.labels, self.holdout.labels
+        return split_halves(self.training.labels)
+
 
 def split_halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint halves of a dataset (reference, held-out), by a fixed permutation."""
+    """Two disjoint halves of a dataset (reference, held-out), by a fixed permutation (the same for its labels)."""
     if len(images) < MIN_IMAGES:
         raise UserError(f"data.path: {len(images)} images are too few to evaluate (need at least {MIN_IMAGES})")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
@@ -86,7 +94,8 @@ def load(data_config) -> Split:
         return Split(dataset, None)
     if isinstance(spec, float):
         return split_by_subject(dataset, spec)
-    return Split(dataset, _holdout_folder(spec, data_config, options), f"the real images in {spec}")
+    held = _holdout_folder(spec, data_config, options)
+    return Split(dataset, _with_training_classes(held, dataset, spec), f"the real images in {spec}")
 
 
 def _holdout_folder(path: str, data_config, options: dict) -> data.Dataset:
@@ -97,12 +106,24 @@ def _holdout_folder(path: str, data_config, options: dict) -> data.Dataset:
             raise UserError(f"config.data.holdout: {path} is inside data.path ({data_config.path}), "
                             f"so it would be trained on")
     try:
-        dataset = data.load_dataset(path, data_config.resolution, **options)
+        dataset = data.load_dataset(path, data_config.resolution, labels=data_config.get("labels", ""), **options)
     except UserError as e:  # data.py names data.path; here the folder is data.holdout's
         message = str(e)
         raise UserError("config.data.holdout: " + message.removeprefix("data.path: ")) from None
     _check_size(len(dataset), path)
     return dataset
+
+
+def _with_training_classes(held: data.Dataset, training: data.Dataset, path: str) -> data.Dataset:
+    """The held-out set's labels as indices into the training data's class names (its classes may be fewer)."""
+    if held.labels is None:
+        return held
+    unknown = sorted(set(held.class_names) - set(training.class_names))
+    if unknown:
+        raise UserError(f"config.data.holdout: {path} has classes the training data has not: {', '.join(unknown)} "
+                        f"(training: {', '.join(training.class_names)})")
+    index = np.array([training.class_names.index(name) for name in held.class_names], np.int32)
+    return dataclasses.replace(held, labels=index[held.labels], class_names=training.class_names)
 
 
 def split_by_subject(dataset: data.Dataset, fraction: float) -> Split:

@@ -11,13 +11,11 @@ import pytest
 from PIL import Image
 
 from conftest import main_in_process, smoke_config
-from mrigen import checkpoint, data, models, sampling, train
+from mrigen import checkpoint, class_evaluation, data, models, sampling, train
 from mrigen import state as state_lib
 from mrigen.errors import UserError
 from test_cli import SMOKE, assert_one_line_error
-from test_conditional import half_bright_images
-
-CLASSES = ("bottom", "top")
+from test_conditional import CLASSES, half_bright_images
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +73,38 @@ def test_the_sampler_makes_the_labels_it_is_given(labeled_run):
     key_a, _ = jax.random.split(key)
     first = np.asarray(sampler.from_latents(sampler.latents(key_a, 2), jnp.array([0, 1])))
     np.testing.assert_allclose(walks[[0, 3]], first, atol=1e-6)
+
+
+def test_evaluate_mode_of_a_conditional_run_reports_each_class(labeled_run, tmp_path):
+    """--mode=evaluate of the two-class run against 20 slices of each class (the run's own data are 8 of each)."""
+    workdir, _ = labeled_run
+    root = tmp_path / "more"
+    rng = np.random.default_rng(5)
+    for top, name in enumerate(CLASSES):
+        os.makedirs(root / name)
+        for i, image in enumerate(half_bright_images(20, top, rng)):
+            Image.fromarray(image[..., 0]).save(root / name / f"{i}.png")
+    out = tmp_path / "eval"
+    result = main_in_process(SMOKE, f"--workdir={workdir}", "--mode=evaluate", f"--out={out}",
+                             f"--config.data.path={root}")
+    assert result.returncode == 0, result.stderr
+    with open(out / "eval.json") as f:
+        classes = json.load(f)["classes"]
+    assert list(classes) == list(CLASSES)
+    assert sum(row["n_generated"] for row in classes.values()) == 20  # the held-out half's size
+    for name, row in classes.items():
+        assert row["n_generated"] == row["n_floor"] >= class_evaluation.MIN_IMAGES
+        assert os.path.isfile(out / "classes" / name / "report.md")
+    assert "## Per class" in result.stdout
+
+
+def test_evaluating_a_conditional_run_against_unlabeled_data_is_refused(labeled_run, tmp_path):
+    workdir, _ = labeled_run
+    result = main_in_process(SMOKE, f"--workdir={workdir}", "--mode=evaluate", f"--out={tmp_path / 'e'}",
+                             "--config.data.labels=")
+    assert result.returncode == 2 and "trained with the classes bottom, top, the data it is evaluated against " \
+                                      "has no labels" in result.stderr
+    assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.parametrize("fmt", ["png", "oasis", "nifti"])

@@ -123,6 +123,23 @@ def test_labels_follow_their_slices_through_the_holdout_and_the_mirror(tmp_path)
         assert labels_match_pixels(part) and part.class_names == ("class_0", "class_1")
 
 
+def test_a_holdout_folder_is_labeled_with_the_training_data_classes(tmp_path):
+    root = class_folder(str(tmp_path / "d"), [5, 5, 5])
+    held = class_folder(str(tmp_path / "held"), [0, 4, 6], value_of=lambda c, i: 40 * c + 20 + i)  # class_1, 2
+    config = ml_collections.ConfigDict({"path": root, "resolution": 16, "holdout": held, "cache_dir": "",
+                                        "include_segmentation": False, "min_foreground": 0.05,
+                                        "labels": "folders"})
+    split = holdout.load(config)
+    assert split.holdout.class_names == split.training.class_names == ("class_0", "class_1", "class_2")
+    assert labels_match_pixels(split.holdout) and np.bincount(split.holdout.labels).tolist() == [0, 4, 6]
+    reference_labels, floor_labels = split.evaluation_labels()
+    np.testing.assert_array_equal(floor_labels, split.holdout.labels)
+    class_folder(str(tmp_path / "held"), [0, 0, 0, 4])
+    with pytest.raises(UserError, match=r"config.data.holdout: .*held has classes the training data has not: "
+                                        r"class_3 \(training: class_0, class_1, class_2\)"):
+        holdout.load(config)
+
+
 def test_balanced_batches_hold_the_classes_in_turn():
     skewed = np.array([0] * 30 + [1] * 2 + [2] * 8, np.int32)
     table = jax.tree.map(np.asarray, labels.class_table(skewed, 3))

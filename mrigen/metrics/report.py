@@ -76,7 +76,7 @@ def render_markdown(results: dict) -> str:
             _fmt(row.get('delta'), 0), _fmt(row.get('swd', {}).get('avg'), 2),
             _fmt(row.get('ms_ssim'), 4), _fmt(row.get('pca_fd'), 2), _memorization_cell(row),
         ]) + ' |')
-    lines += _common_size_table(sets, names) + _verdict_lines(results)
+    lines += _common_size_table(sets, names) + _verdict_lines(results) + _class_lines(results)
     lines += _texture_table(results) + _swd_table(sets, names) + _basis_lines(results)
     return '\n'.join(lines) + '\n'
 
@@ -117,6 +117,31 @@ def _verdict_lines(results: dict) -> list:
               'standard error from the same resamples of both (the reference resample shared), '
               f'Student\'s t; Holm\'s procedure over the {k} metrics keeps the chance of naming '
               f'any metric for a set as real as the floor at most {level:g}.']
+    return lines
+
+
+def _class_lines(results: dict) -> list:
+    """One row per class of a conditional run (mrigen.class_evaluation): its generated images against its real ones."""
+    classes = results.get('classes')
+    if not classes:
+        return []
+    lines = ['', '## Per class', '',
+             "Each class's generated images against that class's reference and held-out real images, with the "
+             'same metrics and verdict; each class\'s whole report is in classes/<class>/. rho: generated '
+             '(held-out real).', '',
+             '| class | images (reference / held-out / generated) | rho | spectrum | KID x1e3 | feature FD '
+             '| precision / recall | coverage | PCA-FD | named by |', '|' + '---|' * 10]
+    for name, row in classes.items():
+        counts = f"{row['n_reference']} / {row['n_floor']} / {row['n_generated']}"
+        if 'skipped' in row:
+            lines.append(f"| {name} | {counts} | not evaluated: {row['skipped']} |" + ' |' * 7)
+            continue
+        named = ', '.join(row['distinguishable_by']) or 'none'
+        lines.append('| ' + ' | '.join([
+            name, counts, f"{_fmt(row['rho'], 3)} ({_fmt(row['rho_floor'], 3)})", _num(row['spectrum']),
+            _num(1e3 * row['kid']), _num(row['feature_fd']),
+            f"{_fmt(row['precision'], 2)} / {_fmt(row['recall'], 2)}", _fmt(row['coverage'], 2),
+            _num(row['pca_fd']), f"{len(row['distinguishable_by'])} of {row['metrics']} ({named})"]) + ' |')
     return lines
 
 
