@@ -48,7 +48,8 @@ def run(mode: str, config, workdir: str, flags) -> None:
         from mrigen import experiment
 
         experiment.run_experiment(config, workdir)
-        print(f"wrote {os.path.join(workdir, 'report.md')}, experiment.json, grids.png")
+        if jax.process_index() == 0:  # process 0 alone writes the report
+            print(f"wrote {os.path.join(workdir, 'report.md')}, experiment.json, grids.png")
     elif mode == "plots":
         from mrigen import plots
 
@@ -267,8 +268,9 @@ def sample(workdir: str, flags) -> None:
                              flags.format, info, overwrite=flags.overwrite,
                              slices_per_volume=flags.slices_per_volume, per_class=flags.per_class)
     classes = f" ({flags.per_class} of each of {', '.join(sampler.class_names)})" if flags.per_class else ""
+    generator = ", moving average of G" if sampler.ema else ""
     print(f"wrote {manifest['count']} images{classes} of {sampler.resolution}x{sampler.resolution} "
-          f"(checkpoint step {sampler.step}{', moving average of G' if sampler.ema else ''}) as {len(manifest['files'])} {flags.format} files "
+          f"(checkpoint step {sampler.step}{generator}) as {len(manifest['files'])} {flags.format} files "
           f"and manifest.json to {out}")
 
 

@@ -54,7 +54,7 @@ def stopping_after(steps: int, clock: bool) -> str:
             f"Reporter.out_of_time = lambda self: _out_of_time(self) or ({clock} and _steps[0] >= {steps})\n")
 
 
-def launch_pair(workdir, *args, timeout=600, code=None):
+def launch_pair(workdir, *args, timeout=600, code=None, config=SMOKE):
     """main.py as processes 0 and 1 of 2, each with 2 CPU devices; returns both results.
 
     code: {process id: Python code} run in that process before main.py, e.g. LATE_COMPILE (process 1
@@ -70,7 +70,7 @@ def launch_pair(workdir, *args, timeout=600, code=None):
         if code and i in code:
             prefix += ["-c", "import sys; sys.path.insert(0, sys.argv[1].rpartition('/')[0])\n" + code[i] + RUN_MAIN]
         processes.append(subprocess.Popen(
-            [*prefix, os.path.join(ROOT, "main.py"), SMOKE, f"--workdir={workdir}",
+            [*prefix, os.path.join(ROOT, "main.py"), config, f"--workdir={workdir}",
              f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}",
              "--distributed_timeout=60", *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -116,14 +116,36 @@ def stats_steps(workdir):
         return [json.loads(line)["step"] for line in f]
 
 
+def one_run_experiment(path, cache_dir) -> str:
+    """--config of an experiment of one run, configs/dcgan.py:smoke as it is, 6 steps, a checkpoint after each."""
+    experiment = os.path.join(ROOT, "configs", "experiment.py")
+    with open(path, "w") as f:
+        f.write("import runpy\n"
+                "def get_config():\n"
+                f"    config = runpy.run_path({experiment!r})['get_config']('smoke')\n"
+                "    config.runs, config.paper_recipe, config.budget_images = ('dcgan_dragan',), False, 48\n"
+                f"    config.shared.data.cache_dir = {cache_dir!r}\n"
+                "    config.shared.checkpoint_every_steps, config.shared.keep_checkpoints = 1, 6\n"
+                "    return config\n")
+    return f"--config={path}"
+
+
 def test_two_processes_match_one_process_and_stop_together(tmp_path, smoke_run, shared_cache_dir):
-    """Against the reference of one process with the 4 devices of conftest (the smoke run, 2 steps), then
-    a pair stopped by a SIGTERM to one process and by one process's clock, resumed: as an uninterrupted pair."""
-    straight_dir, workdir = str(tmp_path / "straight"), str(tmp_path / "pair")
-    args = (f"--config.data.cache_dir={shared_cache_dir}", f"--config.train.epochs={6 * 8 / 137}")  # 6 steps
-    for result in launch_pair(straight_dir, *args, "--config.checkpoint_every_steps=1",
-                              "--config.keep_checkpoints=6"):
+    """Against the reference of one process with the 4 devices of conftest (the smoke run, 2 steps), an
+    experiment of one run on a pair (6 steps), then a pair stopped by a SIGTERM to one process and by one
+    process's clock, resumed: as the uninterrupted pair."""
+    experiment_dir, workdir = str(tmp_path / "experiment"), str(tmp_path / "pair")
+    straight_dir = os.path.join(experiment_dir, "dcgan_dragan")
+    results = launch_pair(experiment_dir, "--mode=experiment",
+                          config=one_run_experiment(tmp_path / "experiment.py", shared_cache_dir))
+    for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
+    assert "report.md" in results[0].stdout and "report.md" not in results[1].stdout  # process 0 alone reports
+    with open(os.path.join(experiment_dir, "experiment.json")) as f:
+        record, = json.load(f)["runs"]
+    assert record["status"] == "done" and record["images_seen"] == 48 and record["metrics"]["generated"]["n"] == 16
+    assert stats_steps(straight_dir) == [1, 2, 3, 4, 5, 6]
+    args = (f"--config.data.cache_dir={shared_cache_dir}", f"--config.train.epochs={6 * 8 / 137}")  # 6 steps
     config = smoke_config()
 
     # After 2 steps the pair holds the single process's weights up to the order of its float sums: within
