@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-MIN_IMAGES = 8  # Per set, for a class's own evaluation: PRDC counts 5 neighbours, the verdict resamples.
+MIN_IMAGES = 12  # Per set, for a class's own evaluation: half-samples of 6 images, PRDC counts 5 neighbours in them.
 SUMMARY = ("spectrum", "kid", "feature_fd", "precision", "recall", "coverage", "pca_fd")
 
 

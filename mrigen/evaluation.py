@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import TYPE_CHECKING, Optional
 
 import jax
@@ -209,17 +210,29 @@ def evaluate_workdir(config, workdir: str, out_dir: Optional[str], count: int, s
 
 
 def evaluate_folder(config, images_path: str, out_dir: str, seed: int) -> tuple[dict, str]:
-    """Evaluates a folder of images made by any tool against the config's training data."""
-    try:
-        generated_u8 = data.load_dataset(images_path, config.data.resolution, include_segmentation=True).images
-    except UserError as e:  # data.py names data.path, the field it reads; here the folder is --eval_images
-        message = str(e)
-        if message.startswith("data.path: "):
-            raise UserError("--eval_images: " + message[len("data.path: "):]) from None
-        raise
+    """Evaluates a folder of images made by any tool against the config's training data.
+
+    With labeled training data and a folder whose sub-folders are class names (--mode=sample --per_class
+    writes such a folder), each class is evaluated too.
+    """
     split = _training_data(config, config.data.resolution)
-    generated = data.to_float_host(generated_u8)
-    return evaluate(split, generated, out_dir, config.data.cache_dir, seed, images_path), out_dir
+    by_class = _has_class_folders(images_path, split.training.class_names)
+    try:
+        folder = data.load_dataset(images_path, config.data.resolution, include_segmentation=True,
+                                   labels="folders" if by_class else "")
+    except UserError as e:  # data.py names data.path (or data.labels), the field it reads; here it is --eval_images
+        raise UserError("--eval_images: " + re.sub(r"^(config\.)?data\.(path|labels): ", "", str(e))) from None
+    folder = holdout.with_classes_of(split.training, folder, f"--eval_images: {images_path}")
+    generated = data.to_float_host(folder.images)
+    return evaluate(split, generated, out_dir, config.data.cache_dir, seed, images_path, folder.labels), out_dir
+
+
+def _has_class_folders(path: str, class_names: tuple) -> bool:
+    """Whether `path` is a folder whose sub-folders are all among `class_names` (and there is one at least)."""
+    if not class_names or not os.path.isdir(path):
+        return False
+    folders = [name for name in os.listdir(path) if os.path.isdir(os.path.join(path, name))]
+    return bool(folders) and set(folders) <= set(class_names)
 
 
 def _training_data(config, resolution: int) -> holdout.Split:

@@ -95,7 +95,7 @@ def load(data_config) -> Split:
     if isinstance(spec, float):
         return split_by_subject(dataset, spec)
     held = _holdout_folder(spec, data_config, options)
-    return Split(dataset, _with_training_classes(held, dataset, spec), f"the real images in {spec}")
+    return Split(dataset, with_classes_of(dataset, held, f"config.data.holdout: {spec}"), f"the real images in {spec}")
 
 
 def _holdout_folder(path: str, data_config, options: dict) -> data.Dataset:
@@ -114,16 +114,19 @@ def _holdout_folder(path: str, data_config, options: dict) -> data.Dataset:
     return dataset
 
 
-def _with_training_classes(held: data.Dataset, training: data.Dataset, path: str) -> data.Dataset:
-    """The held-out set's labels as indices into the training data's class names (its classes may be fewer)."""
-    if held.labels is None:
-        return held
-    unknown = sorted(set(held.class_names) - set(training.class_names))
+def with_classes_of(training: data.Dataset, other: data.Dataset, what: str) -> data.Dataset:
+    """`other`'s labels as indices into the training data's class names (it may have fewer of the classes).
+
+    what: the flag or field and path that gave `other`, for the error of a class the training data has not.
+    """
+    if other.labels is None:
+        return other
+    unknown = sorted(set(other.class_names) - set(training.class_names))
     if unknown:
-        raise UserError(f"config.data.holdout: {path} has classes the training data has not: {', '.join(unknown)} "
+        raise UserError(f"{what} has classes the training data has not: {', '.join(unknown)} "
                         f"(training: {', '.join(training.class_names)})")
-    index = np.array([training.class_names.index(name) for name in held.class_names], np.int32)
-    return dataclasses.replace(held, labels=index[held.labels], class_names=training.class_names)
+    index = np.array([training.class_names.index(name) for name in other.class_names], np.int32)
+    return dataclasses.replace(other, labels=index[other.labels], class_names=training.class_names)
 
 
 def split_by_subject(dataset: data.Dataset, fraction: float) -> Split:

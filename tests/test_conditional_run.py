@@ -76,13 +76,13 @@ def test_the_sampler_makes_the_labels_it_is_given(labeled_run):
 
 
 def test_evaluate_mode_of_a_conditional_run_reports_each_class(labeled_run, tmp_path):
-    """--mode=evaluate of the two-class run against 20 slices of each class (the run's own data are 8 of each)."""
+    """--mode=evaluate of the two-class run against 30 slices of each class (the run's own data are 8 of each)."""
     workdir, _ = labeled_run
     root = tmp_path / "more"
     rng = np.random.default_rng(5)
     for top, name in enumerate(CLASSES):
         os.makedirs(root / name)
-        for i, image in enumerate(half_bright_images(20, top, rng)):
+        for i, image in enumerate(half_bright_images(30, top, rng)):
             Image.fromarray(image[..., 0]).save(root / name / f"{i}.png")
     out = tmp_path / "eval"
     result = main_in_process(SMOKE, f"--workdir={workdir}", "--mode=evaluate", f"--out={out}",
@@ -91,11 +91,20 @@ def test_evaluate_mode_of_a_conditional_run_reports_each_class(labeled_run, tmp_
     with open(out / "eval.json") as f:
         classes = json.load(f)["classes"]
     assert list(classes) == list(CLASSES)
-    assert sum(row["n_generated"] for row in classes.values()) == 20  # the held-out half's size
+    assert sum(row["n_generated"] for row in classes.values()) == 30  # the held-out half's size
     for name, row in classes.items():
         assert row["n_generated"] == row["n_floor"] >= class_evaluation.MIN_IMAGES
         assert os.path.isfile(out / "classes" / name / "report.md")
     assert "## Per class" in result.stdout
+    by_class = tmp_path / "by_class"  # a folder of class sub-folders, as --per_class writes it: evaluated by class
+    assert main_in_process(SMOKE, f"--workdir={workdir}", "--mode=sample", "--per_class=13",
+                           f"--out={by_class}").returncode == 0
+    result = main_in_process(SMOKE, f"--workdir={workdir}", "--mode=evaluate", f"--eval_images={by_class}",
+                             f"--out={tmp_path / 'folder_eval'}", f"--config.data.path={root}",
+                             "--config.data.labels=folders")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "folder_eval" / "eval.json") as f:
+        assert [row["n_generated"] for row in json.load(f)["classes"].values()] == [13, 13]
 
 
 def test_evaluating_a_conditional_run_against_unlabeled_data_is_refused(labeled_run, tmp_path):
