@@ -5,13 +5,15 @@ unconditional one) and class by class: the generated images of label c
 against the reference and held-out real images of class c, with the whole
 suite and its verdict. The generated set has the held-out set's class shares,
 so the pooled comparison is between sets of the same class mix. Each class's
-full report goes to <out>/classes/<class>/; the pooled report gets one table
-row per class.
+full report goes to <out>/classes/<class>/ (with real_vs_generated.png); the
+pooled report gets one table row per class.
 """
 
 import os
 
 import numpy as np
+
+from mrigen import images
 
 MIN_IMAGES = 12  # Per set, for a class's own evaluation: half-samples of 6 images, PRDC counts 5 neighbours in them.
 SUMMARY = ("spectrum", "kid", "feature_fd", "precision", "recall", "coverage", "pca_fd")
@@ -46,7 +48,11 @@ def evaluate_classes(sets: dict, class_names: tuple, basis, seed: int, floor_in_
         results = metrics.evaluate_sets(chosen["reference"], chosen["generated"], chosen["floor"], basis=basis,
                                         rng_seed=seed, floor_in_sample=floor_in_sample)
         results["source"] = {"class": name, **counts}
-        report.write_report(results, os.path.join(out_dir, "classes", name))
+        class_dir = os.path.join(out_dir, "classes", name)
+        report.write_report(results, class_dir)
+        report.save_side_by_side_png(images.representative(chosen["reference"], 8, seed),
+                                     images.representative(chosen["generated"], 8, seed),
+                                     os.path.join(class_dir, "real_vs_generated.png"))
         summaries[name] = {**counts, **summary(results)}
     return summaries
 
