@@ -107,6 +107,28 @@ def wait_for_all(name: str, timeout_s: float = 1800) -> None:
     jax_distributed.global_state.client.wait_at_barrier(f"{name} #{_barriers_passed}", int(timeout_s * 1000))
 
 
+_outcomes_shared = 0  # Numbers the keys of main_outcome, as _barriers_passed numbers barriers.
+
+
+def main_outcome(name: str, outcome: str = "", timeout_s: float = 1800) -> str:
+    """Process 0's `outcome` of the step `name` ('' when it went well), returned on every process.
+
+    Every process calls it at the same point; the others wait for process 0's (through the coordination
+    service's key-value store, like wait_for_all). One process: `outcome`.
+    """
+    if jax.process_count() == 1:
+        return outcome
+    from jax._src import distributed as jax_distributed
+
+    global _outcomes_shared
+    _outcomes_shared += 1
+    key, client = f"mrigen/{name} #{_outcomes_shared}", jax_distributed.global_state.client
+    if jax.process_index() == 0:
+        client.key_value_set(key, "+" + outcome)  # never empty
+        return outcome
+    return client.blocking_key_value_get(key, int(timeout_s * 1000))[1:]
+
+
 @dataclasses.dataclass(frozen=True)
 class Stop:
     """Why every process of a run stops after a step (or not): each one's own reasons, combined.

@@ -236,8 +236,7 @@ def train(config, workdir: str, time_budget_s: Optional[float] = None) -> State:
     parallel.check_batch_size(config.train.batch_size, mesh)
     run_config.check_workdir(workdir, config)
     main = distributed.is_main_process()
-    if main:
-        workdir_lock.check_free(workdir)  # Before the data loads: a run on a workdir in use is refused at once.
+    workdir_lock.check_free(workdir, enabled=main)  # Before the data loads: a workdir in use is refused at once.
     with StopSignals() as stop:
         split = holdout.load(config.data)
         dataset = data.mirrored(split.training) if config.data.mirror else split.training

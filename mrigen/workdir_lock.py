@@ -21,6 +21,7 @@ import socket
 import sys
 from typing import Iterator, Optional
 
+from mrigen import distributed
 from mrigen.errors import UserError, writing
 
 LOCK_FILE = "train.lock"
@@ -168,8 +169,15 @@ def _refusal(workdir: str, path: str, holder: Optional[Holder], flocked: Optiona
     return None
 
 
-def check_free(workdir: str) -> None:
-    """Raises UserError if another run holds `workdir`'s lock; changes nothing (a stale lock passes)."""
+def check_free(workdir: str, enabled: bool = True) -> None:
+    """Raises UserError if another run holds `workdir`'s lock; changes nothing (a stale lock passes).
+
+    enabled=False: a process other than the lock's (several processes), which raises process 0's refusal.
+    """
+    _raise_on_every_process(_refusal_of(lambda: _check_free(workdir)) if enabled else None)
+
+
+def _check_free(workdir: str) -> None:
     path = os.path.join(workdir, LOCK_FILE)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -183,15 +191,35 @@ def check_free(workdir: str) -> None:
         raise refusal
 
 
+def _refusal_of(attempt) -> Optional[UserError]:
+    try:
+        attempt()
+    except UserError as e:
+        return e
+    return None
+
+
+def _raise_on_every_process(refusal: Optional[UserError]) -> None:
+    """Process 0's refusal (None: none) raised on every process of a run, instead of the others waiting for
+    process 0 in their first collective; one process: `refusal`."""
+    shared = distributed.main_outcome("workdir lock", str(refusal) if refusal is not None else "")
+    if refusal is not None:
+        raise refusal
+    if shared:
+        raise UserError(shared)
+
+
 @contextlib.contextmanager
 def held(workdir: str, enabled: bool = True) -> Iterator[None]:
-    """The workdir's lock, held for the block and released however it ends; enabled=False: no lock."""
-    if not enabled:
-        yield
-        return
-    lock = WorkdirLock(workdir)
-    lock.acquire()
+    """The workdir's lock, held for the block and released however it ends; enabled=False: no lock.
+
+    Several processes (process 0 holds the lock, the others pass enabled=False): when process 0 is refused,
+    every process raises its one-line error.
+    """
+    lock = WorkdirLock(workdir) if enabled else None
+    _raise_on_every_process(_refusal_of(lock.acquire) if lock is not None else None)
     try:
         yield
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()

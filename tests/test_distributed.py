@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, smoke_config
-from mrigen import checkpoint, models, state as state_lib
+from mrigen import checkpoint, models, state as state_lib, workdir_lock
 from test_cli import assert_one_line_error, main_py
 
 SMOKE = "--config=configs/dcgan.py:smoke"
@@ -193,3 +193,18 @@ def test_incomplete_distributed_flags_are_refused(tmp_path):
 def test_a_batch_the_pair_cannot_split_ends_both_processes_with_one_line(tmp_path):
     for result in launch_pair(str(tmp_path / "run"), "--config.train.batch_size=6", timeout=300):
         assert_one_line_error(result, "train.batch_size: 6 is not divisible by the 4 devices")
+
+
+def test_a_locked_workdir_ends_both_processes_with_process_0_s_line(tmp_path):
+    """Process 0 takes the lock; refused, it tells the other process, which would otherwise wait for it."""
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    lock = workdir_lock.WorkdirLock(workdir)
+    lock.acquire()
+    try:
+        results = launch_pair(workdir, timeout=300)
+    finally:
+        lock.release()
+    for result in results:
+        assert_one_line_error(result, f"workdir: {workdir} is in use: PID {os.getpid()} on ")
+    assert os.listdir(workdir) == []
