@@ -12,6 +12,7 @@
   python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/experiment
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -57,7 +58,12 @@ def main(argv):
         cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, FLAGS)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code if hasattr(e, "exit_code") else 2)
+        code = e.exit_code if hasattr(e, "exit_code") else 2
+        if isinstance(e, distributed.PeerLost):  # JAX's shutdown at exit would wait for the lost process
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        sys.exit(code)
 
 
 def parse_flags(argv):

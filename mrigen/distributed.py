@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from mrigen.errors import UserError
+from mrigen.errors import UserError, first_line
 
 # Launchers whose environment says how many processes were started.
 PROCESS_COUNT_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "JAX_NUM_PROCESSES")
@@ -129,6 +129,16 @@ def main_outcome(name: str, outcome: str = "", timeout_s: float = 1800) -> str:
     return client.blocking_key_value_get(key, int(timeout_s * 1000))[1:]
 
 
+class PeerLost(UserError):
+    """Another process of the run ended (a crash, a kill, a second signal) while this one waited for it.
+
+    Exit status 5. main.py ends the process without JAX's shutdown, which would wait for the lost process
+    and then abort.
+    """
+
+    exit_code = 5
+
+
 @dataclasses.dataclass(frozen=True)
 class Stop:
     """Why every process of a run stops after a step (or not): each one's own reasons, combined.
@@ -159,7 +169,12 @@ def agreed_stop(signum: Optional[int], out_of_time: bool) -> Stop:
     if jax.process_count() == 1:
         return Stop(signum, (0,) if signum is not None else (), out_of_time)
     local = np.array([signum or 0, int(out_of_time)], np.int32)
-    gathered = multihost_utils.process_allgather(local)  # [processes, 2], the same on every process
+    try:
+        gathered = multihost_utils.process_allgather(local)  # [processes, 2], the same on every process
+    except jax.errors.JaxRuntimeError as e:  # The step's collectives failed, or this one: a process is gone.
+        raise PeerLost(f"another process of this run ended while this one waited for it (a crash, a kill or a "
+                       f"second signal); its checkpoints are kept, and once every process can run, the same "
+                       f"command resumes ({first_line(e)})") from None
     signals, clocks = gathered[:, 0], gathered[:, 1]
     received = tuple(int(i) for i in np.flatnonzero(signals))
     return Stop(int(signals.max()) if received else None, received, bool(clocks.any()))

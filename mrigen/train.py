@@ -287,8 +287,12 @@ def _restore_and_train(config, workdir, arch, loss, mesh, split, dataset, stop, 
             state = _train(run, jax.device_put(state, replicated), phases)
         finally:
             progress.close()
-    finally:
+    except distributed.PeerLost:
+        raise  # Closing would wait for a save that needs the lost process.
+    except BaseException:
         ckpt.close()
+        raise
+    ckpt.close()
     return state, progress
 
 

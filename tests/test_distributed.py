@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -38,8 +39,8 @@ LATE_COMPILE = ("import time\n"
                 "train.make_train_step = _late\n")
 
 
-def stopping_after(steps: int, clock: bool) -> str:
-    """Code for one process: after its `steps`-th step of the launch, a SIGTERM to itself, or (clock) the
+def stopping_after(steps: int, clock: bool, signum: int = signal.SIGTERM) -> str:
+    """Code for one process: after its `steps`-th step of the launch, `signum` to itself, or (clock) the
     time budget runs out from then on."""
     return ("import os, signal\n"
             "from mrigen import progress\n"
@@ -49,7 +50,7 @@ def stopping_after(steps: int, clock: bool) -> str:
             "    _advance(self, batch_size)\n"
             "    _steps[0] += 1\n"
             f"    if not {clock} and _steps[0] == {steps}:\n"
-            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            f"        os.kill(os.getpid(), {int(signum)})\n"
             "Reporter.advance = _counted\n"
             f"Reporter.out_of_time = lambda self: _out_of_time(self) or ({clock} and _steps[0] >= {steps})\n")
 
@@ -208,3 +209,17 @@ def test_a_locked_workdir_ends_both_processes_with_process_0_s_line(tmp_path):
     for result in results:
         assert_one_line_error(result, f"workdir: {workdir} is in use: PID {os.getpid()} on ")
     assert os.listdir(workdir) == []
+
+
+def test_a_process_that_dies_ends_the_other_with_one_line(tmp_path):
+    """A SIGKILL to process 1 after its fifth step (a crash, or a second signal): process 0 finds it gone in the
+    step's agreement and exits 5 with one line, instead of a traceback and JAX's abort. Checkpoint 2 is
+    complete (checkpoint 4's save waited for it); 4 may be, if both processes finished it in time."""
+    workdir = str(tmp_path / "run")
+    lost, killed = launch_pair(workdir, "--config.train.epochs=1.0", timeout=300,
+                               code={1: stopping_after(5, clock=False, signum=signal.SIGKILL)})
+    assert killed.returncode == -signal.SIGKILL
+    assert lost.returncode == 5 and "Traceback" not in lost.stderr, lost.stderr[-3000:]
+    assert lost.stderr.strip().splitlines()[-1].startswith(
+        "error: another process of this run ended while this one waited for it")
+    assert checkpoint.complete_steps(os.path.join(workdir, "checkpoints")) in ([2], [2, 4])
