@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mrigen import classifier, evaluation, holdout, sampling
+from mrigen import classifier, data, evaluation, holdout, sampling
 from mrigen.errors import UserError, writing
 
 CONDITIONS = ("real", "real_plus_synthetic", "synthetic")
@@ -39,7 +39,7 @@ def real_sets(split: holdout.Split, class_names: tuple) -> dict:
     """The real training and test images and labels, and where the test set comes from.
 
     Returns {"train": (images, labels), "test": (images, labels), "in_sample": bool, "source": str};
-    images [N, R, R, 1] uint8, labels [N] int32.
+    training images [N, R, R, 1] float32 in [-1, 1], test images uint8, labels [N] int32.
     """
     if split.training.labels is None or split.training.class_names != class_names:
         data_classes = ", ".join(split.training.class_names) or "no labels"
@@ -47,13 +47,18 @@ def real_sets(split: holdout.Split, class_names: tuple) -> dict:
                         f"the data it is tested against has {data_classes}")
     reference, floor, in_sample = split.evaluation_sets()
     reference_labels, floor_labels = split.evaluation_labels()
+    missing = [name for c, name in enumerate(class_names) if not np.any(reference_labels == c)]
+    if missing:
+        field = "config.data.labels" if in_sample else "config.data.holdout"
+        raise UserError(f"{field}: the real images left to train the classifier on have none of the class "
+                        f"{', '.join(missing)}")
     if in_sample:
         source = ("in-sample: a fixed half of the training data (the classifier's real images are the other "
                   "half), on which the generator trained")
     else:
         source = f"held out from training (data.holdout): {split.note}"
-    return {"train": (reference, reference_labels), "test": (floor, floor_labels), "in_sample": in_sample,
-            "source": source}
+    return {"train": (data.to_float_host(reference), reference_labels), "test": (floor, floor_labels),
+            "in_sample": in_sample, "source": source}
 
 
 def synthetic_set(sampler: sampling.Sampler, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,14 +69,12 @@ def synthetic_set(sampler: sampling.Sampler, per_class: int, seed: int) -> tuple
 
 
 def training_set(condition: str, real: tuple, synthetic: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """The images ([N, R, R, 1] float32 in [-1, 1]) and labels a condition trains on."""
-    real_images = classifier.prepare(real[0])
+    """The images and labels a condition trains on; real and synthetic: ([N, R, R, 1] float32 in [-1, 1], [N])."""
     if condition == "real":
-        return real_images, real[1]
+        return real
     if condition == "synthetic":
-        return classifier.prepare(synthetic[0]), synthetic[1]
-    return (np.concatenate([real_images, classifier.prepare(synthetic[0])]),
-            np.concatenate([real[1], synthetic[1]]))
+        return synthetic
+    return np.concatenate([real[0], synthetic[0]]), np.concatenate([real[1], synthetic[1]])
 
 
 def summarize(per_seed: list[dict]) -> tuple[dict, dict]:

@@ -101,6 +101,14 @@ def test_an_unconditional_run_is_refused_before_anything_is_read_or_written(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_class_missing_from_the_real_training_images_is_refused():
+    rng = np.random.default_rng(3)
+    split = holdout.Split(toy_set((8, 0), rng), toy_set((4, 4), rng, "held"), "toy holdout")
+    with pytest.raises(UserError, match="^config.data.holdout: the real images left to train the classifier on have "
+                                        "none of the class top$"):
+        utility.measure(HalfBrightSampler(), split, per_class=4, seeds=1, steps=1)
+
+
 # ---------------------------------------------------------------- main.py --mode=utility
 
 
