@@ -9,6 +9,7 @@
   python main.py --config=configs/dcgan.py --workdir=workdirs/cond --mode=sample --per_class=100 --out=by_class
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=evaluate
   python main.py --config=configs/dcgan.py --workdir=workdirs/dcgan --mode=plots
+  python main.py --config=configs/dcgan.py --workdir=workdirs/cond --mode=utility   # a classifier on synthetic data
   python main.py --mode=experiment --config=configs/experiment.py --workdir=workdirs/experiment
 """
 
@@ -27,16 +28,23 @@ flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and samples o
                     "(default: workdirs/<config file name>[_<variant>] in the current folder).")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do with the run in --workdir.")
 flags.DEFINE_integer("num_samples", 64, "--mode=sample: how many images to write.")
-flags.DEFINE_string("out", None, "--mode=sample/interpolate/evaluate/plots: output folder (default: inside --workdir).")
+flags.DEFINE_string("out", None, "--mode=sample/interpolate/evaluate/plots/utility: output folder "
+                    "(default: inside --workdir).")
 flags.DEFINE_bool("overwrite", False, "--mode=sample: replace the images already in --out.")
 flags.DEFINE_enum("format", "png", ["png", "oasis", "nifti"],
                   "--mode=sample: flat PNG files, the OASIS keras_png_slices layout, or NIfTI stacks.")
 flags.DEFINE_integer("slices_per_volume", 32, "--mode=sample --format=nifti: slices stacked in each file.")
-flags.DEFINE_integer("per_class", 0, "--mode=sample, a run trained with data.labels: this many images of each "
-                     "class, in OUT/<class>/ (0: --num_samples images, the classes in turn).")
-flags.DEFINE_integer("sample_seed", 0, "--mode=sample/interpolate/evaluate: seed of the latents.")
-flags.DEFINE_bool("raw_generator", False, "--mode=sample/interpolate/evaluate: G's own weights, not their "
+flags.DEFINE_integer("per_class", 0, "A run trained with data.labels: --mode=sample writes this many images of "
+                     "each class, in OUT/<class>/ (0: --num_samples images, the classes in turn); --mode=utility "
+                     "adds this many synthetic images of each class (0: as many as the largest real class has).")
+flags.DEFINE_integer("sample_seed", 0, "--mode=sample/interpolate/evaluate: seed of the latents; --mode=utility: "
+                     "the first seed (of the latents and of the classifier).")
+flags.DEFINE_bool("raw_generator", False, "--mode=sample/interpolate/evaluate/utility: G's own weights, not their "
                   "moving average (runs with train.ema_kimg > 0 sample the average by default).")
+flags.DEFINE_integer("utility_seeds", cli.UTILITY_SEEDS, "--mode=utility: seeds of each training set (at least 1); "
+                     "the table gives their mean and standard deviation.")
+flags.DEFINE_integer("utility_steps", cli.UTILITY_STEPS, "--mode=utility: training steps of each classifier "
+                     "(at least 1).")
 flags.DEFINE_integer("num_eval", 0, "--mode=evaluate: generated images (0: as many as the held-out real half).")
 flags.DEFINE_string("eval_images", None, "--mode=evaluate: a folder of images to evaluate instead of --workdir's model.")
 flags.DEFINE_bool("dry_run", False, "--mode=train/experiment: print the resolved config, the data found and "

@@ -11,9 +11,12 @@ from absl import flags as absl_flags
 from mrigen import run_config
 from mrigen.errors import UserError, first_line
 
-MODES = ["train", "sample", "interpolate", "evaluate", "experiment", "plots"]
+MODES = ["train", "sample", "interpolate", "evaluate", "experiment", "plots", "utility"]
 DRY_RUN_MODES = ("train", "experiment")
-OUT_MODES = ("sample", "interpolate", "evaluate", "plots")
+OUT_MODES = ("sample", "interpolate", "evaluate", "plots", "utility")
+PER_CLASS_MODES = ("sample", "utility")
+UTILITY_SEEDS = 3  # --mode=utility: classifier seeds per training set
+UTILITY_STEPS = 1000  # --mode=utility: training steps of each classifier
 # --config's default: the repository's configs/dcgan.py when the current folder has none.
 DEFAULT_CONFIG = ("configs/dcgan.py" if os.path.isfile("configs/dcgan.py")
                   else os.path.join(run_config.REPO_ROOT, "configs", "dcgan.py"))
@@ -55,6 +58,8 @@ def run(mode: str, config, workdir: str, flags) -> None:
 
         paths = plots.write_run_plots(workdir, flags.out or workdir)
         print("wrote " + ", ".join(paths))
+    elif mode == "utility":
+        utility(config, workdir, flags)
 
 
 def default_workdir(config_spec: str) -> str:
@@ -95,14 +100,28 @@ def check_flags(mode: str, flags) -> None:
                         f"(training writes into --workdir)")
     if flags.eval_images is not None and mode != "evaluate":
         raise UserError(f"--eval_images: works with --mode=evaluate, not {mode}")
-    if flags.per_class and mode != "sample":
-        raise UserError(f"--per_class: works with --mode=sample, not {mode}")
+    if flags.per_class and mode not in PER_CLASS_MODES:
+        raise UserError(f"--per_class: works with --mode={' or '.join(PER_CLASS_MODES)}, not {mode}")
     if flags.per_class < 0:
-        raise UserError(f"--per_class: {flags.per_class} must be at least 0 (0: --num_samples images in all)")
+        raise UserError(f"--per_class: {flags.per_class} must be at least 0 (0: --mode=sample makes --num_samples "
+                        f"images in all, --mode=utility as many of each class as the largest real one has)")
+    for name in ("utility_seeds", "utility_steps"):
+        if _given(flags, name) and mode != "utility":
+            raise UserError(f"--{name}: works with --mode=utility, not {mode}")
+        if getattr(flags, name) < 1:
+            raise UserError(f"--{name}: {getattr(flags, name)} must be at least 1")
     if flags.num_eval < 0:
         raise UserError(f"--num_eval: {flags.num_eval} must be at least 0 (0: as many as the held-out real half)")
     if flags.out is not None:
         check_out(flags.out)
+
+
+def _given(flags, name: str) -> bool:
+    """Whether flag `name` was on the command line (not just at its default)."""
+    try:
+        return bool(flags[name].present)
+    except (KeyError, TypeError, AttributeError, absl_flags.Error):
+        return False
 
 
 def check_out(out: str) -> None:
@@ -298,3 +317,15 @@ def evaluate(config, workdir: str, flags) -> None:
     with open(os.path.join(out, "report.md")) as f:
         print(f.read())
     print(f"wrote {out}/eval.json, report.md, real_vs_generated.png, closest_pairs.png, spectrum.png")
+
+
+def utility(config, workdir: str, flags) -> None:
+    """Trains the fixed classifier on real, real + synthetic and synthetic images; prints and writes the table."""
+    from mrigen import utility as utility_lib
+
+    _, out = utility_lib.run_utility(evaluation_config(config, workdir, config_overrides(flags)), workdir, flags.out,
+                                     flags.per_class, flags.utility_seeds, flags.utility_steps,
+                                     ema=not flags.raw_generator, seed=flags.sample_seed)
+    with open(os.path.join(out, "utility.md")) as f:
+        print(f.read())
+    print(f"wrote {os.path.join(out, 'utility.json')}, utility.md")

@@ -149,7 +149,7 @@ def test_per_class_needs_a_run_with_labels_and_the_sample_mode(smoke_run, tmp_pa
     assert_one_line_error(main_in_process(SMOKE, f"--workdir={smoke_run}", "--mode=sample", "--per_class=2",
                                           f"--out={tmp_path / 'o'}"), "--per_class: this run is unconditional")
     assert_one_line_error(main_in_process(SMOKE, f"--workdir={smoke_run}", "--mode=interpolate", "--per_class=2"),
-                          "--per_class: works with --mode=sample, not interpolate")
+                          "--per_class: works with --mode=sample or utility, not interpolate")
     assert_one_line_error(main_in_process(SMOKE, f"--workdir={smoke_run}", "--mode=sample", "--per_class=-1"),
                           "--per_class: -1 must be at least 0")
 
