@@ -14,9 +14,18 @@ import os
 import numpy as np
 
 from mrigen import images
+from mrigen.errors import UserError
 
 MIN_IMAGES = 12  # Per set, for a class's own evaluation: half-samples of 6 images, PRDC counts 5 neighbours in them.
 SUMMARY = ("spectrum", "kid", "feature_fd", "precision", "recall", "coverage", "pca_fd")
+
+
+def check_same_classes(class_names: tuple, dataset, use: str) -> None:
+    """UserError unless `dataset` (a data.Dataset) is labeled with the run's classes; use: 'evaluated', 'tested'."""
+    if dataset.labels is None or dataset.class_names != tuple(class_names):
+        data_classes = ", ".join(dataset.class_names) or "no labels"
+        raise UserError(f"config.data.labels: the run was trained with the classes {', '.join(class_names)}, "
+                        f"the data it is {use} against has {data_classes}")
 
 
 def class_counts(floor_labels: np.ndarray, num_classes: int, count: int) -> np.ndarray:

@@ -84,14 +84,10 @@ def generate_for_evaluation(sampler: sampling.Sampler, split: holdout.Split, cou
 
 def _class_labels(sampler: sampling.Sampler, split: holdout.Split) -> Optional[np.ndarray]:
     """The held-out labels when a conditional run is evaluated against labeled data of its classes, else None."""
-    labels = split.evaluation_labels()
     if not sampler.class_names:
         return None
-    if labels is None or split.training.class_names != sampler.class_names:
-        data_classes = ", ".join(split.training.class_names) or "no labels"
-        raise UserError(f"config.data.labels: the run was trained with the classes {', '.join(sampler.class_names)}, "
-                        f"the data it is evaluated against has {data_classes}")
-    return labels[1]
+    class_evaluation.check_same_classes(sampler.class_names, split.training, "evaluated")
+    return split.evaluation_labels()[1]
 
 
 def evaluate(split: holdout.Split, generated: np.ndarray, out_dir: str, cache_dir: str,

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mrigen import classifier, data, evaluation, holdout, sampling
+from mrigen import class_evaluation, classifier, data, evaluation, holdout, sampling
 from mrigen.errors import UserError, writing
 
 CONDITIONS = ("real", "real_plus_synthetic", "synthetic")
@@ -41,10 +41,7 @@ def real_sets(split: holdout.Split, class_names: tuple) -> dict:
     Returns {"train": (images, labels), "test": (images, labels), "in_sample": bool, "source": str};
     training images [N, R, R, 1] float32 in [-1, 1], test images uint8, labels [N] int32.
     """
-    if split.training.labels is None or split.training.class_names != class_names:
-        data_classes = ", ".join(split.training.class_names) or "no labels"
-        raise UserError(f"config.data.labels: the run was trained with the classes {', '.join(class_names)}, "
-                        f"the data it is tested against has {data_classes}")
+    class_evaluation.check_same_classes(class_names, split.training, "tested")
     reference, floor, in_sample = split.evaluation_sets()
     reference_labels, floor_labels = split.evaluation_labels()
     missing = [name for c, name in enumerate(class_names) if not np.any(reference_labels == c)]
