@@ -52,6 +52,10 @@ def get_config(variant=None):
     config.eval.num_images = 0  # Generated images per run (0 = the held-out real half's size, for equal N).
     config.eval.seed = 0  # Seed of the evaluated latents and of the metrics' random choices.
     config.eval.grid_images = 16  # Generated images in each run's grid in the report.
+    # Conditional runs (shared.data.labels set): the --mode=utility test of each, a table in the report.
+    config.eval.utility = True
+    config.eval.utility_seeds = 3  # Classifier seeds per training set.
+    config.eval.utility_steps = 1000  # Classifier training steps.
 
     # A run is flagged "collapsed" when its generated set is far less varied than real data:
     config.collapse = ml_collections.ConfigDict()

@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 
 from mrigen import (config_base, data, distributed, evaluation, experiment_report, holdout, images, losses, models,
-                    plots, run_config, sampling, tensorboard, train, workdir_lock)
+                    plots, run_config, sampling, tensorboard, train, utility, workdir_lock)
 from mrigen.errors import UserError, WriteError, writing
 from mrigen.metrics.report import to_json
 from mrigen.models.base import upsample_nearest
@@ -320,8 +320,8 @@ def evaluate_run(run: Run, config, split: holdout.Split) -> dict:
                                   f"{run.label}, step {sampler.step}", labels)
     tensorboard.write_eval(run.workdir, sampler.step, results)
     return {"checkpoint_step": sampler.step, "resolution_reached": sampler.resolution,
-            "stopped_at_resolution": stopped_at, "eval_dir": out, "grid": grid_path,
-            "metrics": results["sets"]}
+            "stopped_at_resolution": stopped_at, "eval_dir": out, "grid": grid_path, "metrics": results["sets"],
+            "utility": utility.for_experiment_run(sampler, split, run.workdir, config.eval)}
 
 
 # ---------------------------------------------------------------- flags and the results

@@ -86,11 +86,30 @@ def render_markdown(results: dict) -> str:
         f"equal N, or 1 - MS-SSIM below {rule['diversity_fraction']} x the held-out real set's. "
         f"**stopped at R px**: the wall-clock budget ended ProGAN's growth early; its images were "
         f"upsampled for the metrics.",
+    ] + _utility_lines(results["runs"]) + [
         "", "![sample grids](grids.png)", "",
         "Per run: " + ", ".join(f"[{r['name']}]({r['name']}/)" for r in results["runs"])
         + " (each holds loss_curves.png, progress.png, TensorBoard events and its eval_step*/report.md).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _utility_lines(records: list) -> list:
+    """The utility test of each conditional run (mrigen.utility): balanced accuracy on held-out real images."""
+    tested = [r for r in records if r.get("utility")]
+    if not tested:
+        return []
+    lines = ["", "## Synthetic data for a classifier", "",
+             "Balanced accuracy on the real test images of the fixed classifier of `--mode=utility`, trained on "
+             "the real images, on those plus N synthetic images per class, or on the N synthetic images alone "
+             "(mean ± sd over seeds; each run's utility.md has the setup and each class's recall).", "",
+             "| run | real | real + synthetic | synthetic only |", "|---|---|---|---|"]
+    for record in tested:
+        cells = [f"{_number(u['mean'], 3)} ± {_number(u['sd'], 3)}" if _number(u["sd"], 3) != "-"
+                 else _number(u["mean"], 3)
+                 for u in (record["utility"][c] for c in ("real", "real_plus_synthetic", "synthetic"))]
+        lines.append(f"| {_label(record)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _label(record: dict) -> str:
@@ -121,7 +140,7 @@ def _table_row(name: str, record: Optional[dict], row: dict) -> str:
 
 
 def _number(value, digits: int) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
+    return "-" if value is None or value != value else f"{value:,.{digits}f}"  # None or NaN: no value
 
 
 def _duration(seconds) -> str:

@@ -18,10 +18,12 @@ Writes OUT/utility.json (every number, each seed's, and the setup) and OUT/utili
 """
 
 import json
+import logging
 import os
 import time
 from typing import Callable, Optional
 
+import jax
 import numpy as np
 
 from mrigen import class_evaluation, classifier, data, evaluation, holdout, sampling
@@ -233,3 +235,24 @@ def run_utility(config, workdir: str, out_dir: Optional[str], per_class: int, se
     out_dir = out_dir or workdir
     write_outputs(results, out_dir)
     return results, out_dir
+
+
+def for_experiment_run(sampler: sampling.Sampler, split: holdout.Split, workdir: str, eval_config) -> Optional[dict]:
+    """The utility test of one conditional run of an experiment, written into its workdir; None when it has none.
+
+    eval_config: the experiment's `eval` fields (utility, utility_seeds, utility_steps, seed). One process only:
+    on several, the synthetic images are a computation of every process while process 0 alone scores (run
+    --mode=utility on each run's workdir instead). Returns {condition: {"mean", "sd"}} of balanced accuracy.
+    """
+    if not sampler.class_names or not eval_config.get("utility", True):
+        return None
+    if jax.process_count() > 1:
+        logging.warning("utility: not run across processes; run --mode=utility --workdir=%s", workdir)
+        return None
+    results = measure(sampler, split, 0, eval_config.get("utility_seeds", 3), eval_config.get("utility_steps", 1000),
+                      eval_config.get("seed", 0), log=logging.info)
+    results["setup"].update(run=os.path.abspath(workdir), training_data=split.training.source)
+    write_outputs(results, workdir)
+    return {condition: {"mean": results["conditions"][condition]["mean"]["balanced_accuracy"],
+                        "sd": results["conditions"][condition]["sd"]["balanced_accuracy"],
+                        "images": results["conditions"][condition]["images"]} for condition in CONDITIONS}

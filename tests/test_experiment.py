@@ -69,8 +69,32 @@ def test_the_experiment_trains_evaluates_and_reports_every_run(finished):
     for name in ("dcgan + wgan", "dcgan + dragan", "srresnet + wgan", "srresnet + dragan"):
         assert f"| {name} | 16 |" in report
     assert "**collapsed**" in report and "![sample grids](grids.png)" in report
+    assert "for a classifier" not in report and all(r["utility"] is None for r in results["runs"])  # no labels
     combined = Image.open(os.path.join(finished, "grids.png"))
     assert combined.size[0] > combined.size[1] > 300  # 2 model rows x (real + 2 loss) columns
+
+
+def test_conditional_runs_are_evaluated_by_class_and_for_a_classifier(tmp_path, shared_cache_dir):
+    """An experiment of one run on the template's slices in 2 axial classes: its per-class evaluation and its
+    utility test (3 seeds of a classifier trained 20 steps) are in the run's folder, the report and its JSON."""
+    config = smoke_experiment(shared_cache_dir, runs=("dcgan_wgan",))
+    config.shared.data.labels = "slice_level:2"
+    config.eval.num_images = 0  # the held-out half: 68 images, enough for each class's own evaluation
+    config.eval.utility_steps = 20
+    results = experiment.run_experiment(config, str(tmp_path / "exp"))
+    record, = results["runs"]
+    run_dir = tmp_path / "exp" / "dcgan_wgan"
+    with open(run_dir / "utility.json") as f:
+        tested = json.load(f)
+    assert tested["setup"]["classes"] == ["level_0", "level_1"] and len(tested["setup"]["seeds"]) == 3
+    for condition, row in record["utility"].items():
+        assert row["mean"] == pytest.approx(tested["conditions"][condition]["mean"]["balanced_accuracy"])
+        assert 0 <= row["mean"] <= 1 and row["images"] == tested["conditions"][condition]["images"]
+    with open(run_dir / "eval_step2" / "eval.json") as f:
+        assert list(json.load(f)["classes"]) == ["level_0", "level_1"]
+    report = open(tmp_path / "exp" / "report.md").read()
+    heading = "## Synthetic data for a classifier"
+    assert heading in report and "\n| dcgan + wgan | " in report.split(heading)[1]
 
 
 def test_a_rerun_skips_finished_runs_and_continues_the_unfinished(copy_of, shared_cache_dir, monkeypatch):
