@@ -29,7 +29,8 @@ PNG_SUFFIXES = (".png",)
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".hdr")
 _SEGMENTATION_DIR = re.compile(r"(^|[_\-.])seg([_\-.]|mentation|$)", re.IGNORECASE)
 _CACHE_VERSION = 3  # 2: transparent PNG pixels are black; 3: subjects cached beside the slices
-# A subject in a file name: OASIS's keras slices (case_001_slice_0.nii.png), OASIS-1 (OAS1_0001_MR1_...), BIDS (sub-01_T1w).
+# A subject in a file name: OASIS's keras slices (case_001_slice_0.nii.png), OASIS-1 (OAS1_0001_MR1_...),
+# BIDS (sub-01_T1w).
 _SUBJECT = re.compile(r"(case_\d+|OAS\d_\d+|sub-[A-Za-z0-9]+)")
 
 

@@ -95,8 +95,8 @@ class ProgressReporter:
         training = max(wall - self._compile_seconds, 1e-9)
         return (f"done: {shown:,} images shown in {format_duration(wall)} "
                 f"({format_duration(self._compile_seconds)} compiling, {shown / training:.1f} img/s after); "
-                f"samples in {os.path.join(workdir, 'samples')}, checkpoints in {os.path.join(workdir, 'checkpoints')}, "
-                f"plots in {workdir}")
+                f"samples in {os.path.join(workdir, 'samples')}, "
+                f"checkpoints in {os.path.join(workdir, 'checkpoints')}, plots in {workdir}")
 
     def close(self) -> None:
         self.bar.close()
