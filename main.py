@@ -46,7 +46,8 @@ flags.DEFINE_integer("utility_seeds", cli.UTILITY_SEEDS, "--mode=utility: seeds 
 flags.DEFINE_integer("utility_steps", cli.UTILITY_STEPS, "--mode=utility: training steps of each classifier "
                      "(at least 1).")
 flags.DEFINE_integer("num_eval", 0, "--mode=evaluate: generated images (0: as many as the held-out real half).")
-flags.DEFINE_string("eval_images", None, "--mode=evaluate: a folder of images to evaluate instead of --workdir's model.")
+flags.DEFINE_string("eval_images", None, "--mode=evaluate: a folder of images to evaluate instead of --workdir's "
+                    "model (sub-folders named as the data's classes: each class too).")
 flags.DEFINE_bool("dry_run", False, "--mode=train/experiment: print the resolved config, the data found and "
                   "the parameter counts, then exit without training.")
 flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process 0's coordinator.")
