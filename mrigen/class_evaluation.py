@@ -49,7 +49,7 @@ def evaluate_classes(sets: dict, class_names: tuple, basis, seed: int, floor_in_
 
     summaries = {}
     for c, name in enumerate(class_names):
-        chosen = {role: images[labels == c] for role, (images, labels) in sets.items()}
+        chosen = {role: x[labels == c] for role, (x, labels) in sets.items()}
         counts = {f"n_{role}": len(x) for role, x in chosen.items()}
         if min(counts.values()) < MIN_IMAGES:
             summaries[name] = {**counts, "skipped": f"fewer than {MIN_IMAGES} images in a set"}

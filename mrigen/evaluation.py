@@ -77,7 +77,12 @@ def generate_for_evaluation(sampler: sampling.Sampler, split: holdout.Split, cou
     floor_labels = _class_labels(sampler, split)
     if floor_labels is None:
         return generate_images(sampler, count, seed), None
-    counts = class_evaluation.class_counts(floor_labels, len(sampler.class_names), count)
+    return generate_by_class(sampler, class_evaluation.class_counts(floor_labels, len(sampler.class_names), count),
+                             seed)
+
+
+def generate_by_class(sampler: sampling.Sampler, counts, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """counts[c] images of each class c, class by class, and their [N] int32 labels."""
     parts = [generate_images(sampler, int(n), seed, label=c) for c, n in enumerate(counts) if n]
     return np.concatenate(parts), np.repeat(np.arange(len(counts), dtype=np.int32), counts)
 

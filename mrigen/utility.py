@@ -62,9 +62,7 @@ def real_sets(split: holdout.Split, class_names: tuple) -> dict:
 
 def synthetic_set(sampler: sampling.Sampler, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """per_class generated images of each class ([C * per_class, R, R, 1] float32 in [-1, 1]) and their labels."""
-    count = len(sampler.class_names)
-    images = np.concatenate([evaluation.generate_images(sampler, per_class, seed, label=c) for c in range(count)])
-    return images, np.repeat(np.arange(count, dtype=np.int32), per_class)
+    return evaluation.generate_by_class(sampler, [per_class] * len(sampler.class_names), seed)
 
 
 def training_set(condition: str, real: tuple, synthetic: tuple) -> tuple[np.ndarray, np.ndarray]:

@@ -36,29 +36,25 @@ def test_tensorboard_events_hold_the_logged_statistics_and_grids(trained):
     assert tensorboard.read_image_tags(trained) == {"samples/fixed_latents": [2, 4, 5]}
 
 
+def log_d_loss(workdir, steps, value, resume_step=None):
+    """A training session's TensorBoard scalars: d_loss = value(step) for each step, then closed."""
+    writer = tensorboard.Writer(str(workdir), resume_step=resume_step)
+    for step in steps:
+        writer.scalars(step, {"d_loss": value(step)})
+    writer.close()
+
+
 def test_a_resumed_run_replaces_the_events_it_trains_again(tmp_path):
-    writer = tensorboard.Writer(str(tmp_path))
-    for step in range(1, 6):  # killed after logging step 5, with its last checkpoint at step 3
-        writer.scalars(step, {"d_loss": float(step)})
-    writer.close()
-    writer = tensorboard.Writer(str(tmp_path), resume_step=3)
-    for step in range(4, 7):
-        writer.scalars(step, {"d_loss": 10.0 + step})
-    writer.close()
+    log_d_loss(tmp_path, range(1, 6), float)  # killed after logging step 5, with its last checkpoint at step 3
+    log_d_loss(tmp_path, range(4, 7), lambda step: 10.0 + step, resume_step=3)
     assert len(os.listdir(tmp_path)) == 2  # two files, though opened within one second
     assert tensorboard.read_scalars(str(tmp_path)) == {
         "loss/d_loss": [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0), (6, 16.0)]}
 
 
 def test_a_run_restarted_from_scratch_replaces_the_events_of_one_killed_before_its_first_checkpoint(tmp_path):
-    writer = tensorboard.Writer(str(tmp_path), resume_step=0)
-    for step in range(1, 5):  # killed after logging step 4, before any checkpoint
-        writer.scalars(step, {"d_loss": float(step)})
-    writer.close()
-    writer = tensorboard.Writer(str(tmp_path), resume_step=0)
-    for step in range(1, 6):
-        writer.scalars(step, {"d_loss": 10.0 + step})
-    writer.close()
+    log_d_loss(tmp_path, range(1, 5), float, resume_step=0)  # killed after logging step 4, before any checkpoint
+    log_d_loss(tmp_path, range(1, 6), lambda step: 10.0 + step, resume_step=0)
     writer = tensorboard.Writer(str(tmp_path))  # an evaluation's scalars drop nothing
     writer.scalars(5, {"rho": 0.5}, prefix="eval")
     writer.close()
